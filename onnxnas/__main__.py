@@ -1,0 +1,5 @@
+import sys
+
+from onnxnas.cli import main
+
+sys.exit(main())

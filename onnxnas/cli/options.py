@@ -1,0 +1,40 @@
+"""Argument groups shared by several commands, and their parsing into domain objects."""
+
+from __future__ import annotations
+
+import argparse
+
+from onnxnas.errors import OnnxNasError, choice_error
+from onnxnas.timing.base import PRECISIONS, TimingProtocol
+
+
+def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> None:
+    parser.add_argument("--space", default=default,
+                        help="built-in space (gpunet1, mbv2, tiny) or a JSON/YAML space file (default: %(default)s)")
+
+
+def add_timing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("timing")
+    group.add_argument("--device", required=True, help="target device: v100, a100, h100, h200, t4, l4, a10, orin, cpu")
+    group.add_argument("--force-device", action="store_true",
+                       help="time on this machine even if it does not match --device (recorded in the header)")
+    group.add_argument("--backend", default=None, help="onnxruntime, tensorrt, trtexec or torch-cuda (default: the device's)")
+    group.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default: %(default)s)")
+    group.add_argument("--threads", type=int, default=1, help="CPU threads for onnxruntime (default: %(default)s)")
+    group.add_argument("--warmup", type=int, default=20, help="warm-up runs per block (default: %(default)s)")
+    group.add_argument("--runs", type=int, default=200, help="timed runs per block (default: %(default)s)")
+
+
+def timing_protocol(args: argparse.Namespace) -> TimingProtocol:
+    for flag, value in (("--threads", args.threads), ("--runs", args.runs)):
+        if value < 1:
+            raise OnnxNasError(f"{flag} must be >= 1, got {value}", fix=f"pass {flag} 1 or more")
+    if args.warmup < 0:
+        raise OnnxNasError(f"--warmup must be >= 0, got {args.warmup}")
+    return TimingProtocol(warmup_runs=args.warmup, runs=args.runs, threads=args.threads)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise choice_error("precision", precision, PRECISIONS, where="--precision")
+    return precision

@@ -1,0 +1,125 @@
+"""Datasets for search, retraining and INT8 calibration.
+
+Nothing is downloaded: ``digits`` is scikit-learn's shipped 8x8 digits (real images),
+``synthetic`` is generated, and anything else is a user's ImageFolder-layout directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from onnxnas.errors import OnnxNasError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """``train`` feeds weights and architecture weights; ``val`` is held out for accuracy."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+
+
+def _resize(images: torch.Tensor, resolution: int, in_chs: int) -> torch.Tensor:
+    images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return images.expand(-1, in_chs, -1, -1).contiguous() if images.shape[1] == 1 else images
+
+
+def _split(dataset: Dataset, n: int, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, int(n * val_fraction))
+    return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
+
+
+def digits(resolution: int, in_chs: int = 3, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
+    """scikit-learn's 1797 handwritten digits, resized and standardized."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    images = (_resize(images, resolution, in_chs) - 0.5) / 0.5
+    dataset = TensorDataset(images, torch.from_numpy(bunch.target.astype(np.int64)))
+    train, val = _split(dataset, len(dataset), val_fraction, seed)
+    return DataSplits("digits", train, val, 10)
+
+
+def synthetic(resolution: int, in_chs: int = 3, *, num_classes: int = 10, samples: int = 512, seed: int = 0,
+              val_fraction: float = 0.2) -> DataSplits:
+    """Learnable random data: a fixed prototype per class plus noise (smoke tests)."""
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(num_classes, in_chs, resolution, resolution, generator=gen)
+    labels = torch.randint(0, num_classes, (samples,), generator=gen)
+    images = prototypes[labels] + 0.5 * torch.randn(samples, in_chs, resolution, resolution, generator=gen)
+    train, val = _split(TensorDataset(images, labels), samples, val_fraction, seed)
+    return DataSplits("synthetic", train, val, num_classes)
+
+
+class ImageFolder(Dataset):
+    """``root/<class>/<image>`` with PIL loading, resize, and optional flip/crop augmentation."""
+
+    def __init__(self, root: Path, resolution: int, files: list[tuple[Path, int]], augment: bool):
+        self.root, self.resolution, self.files, self.augment = root, resolution, files, augment
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.files[index]
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((self.resolution, self.resolution), Image.BILINEAR)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise OnnxNasError(f"cannot read image: {exc}", where=str(path), fix="remove or replace the file") from exc
+        tensor = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        if self.augment:
+            if torch.rand(()) < 0.5:
+                tensor = tensor.flip(2)
+            pad = max(1, self.resolution // 8)
+            padded = F.pad(tensor.unsqueeze(0), (pad, pad, pad, pad), mode="reflect").squeeze(0)
+            dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+            tensor = padded[:, dy:dy + self.resolution, dx:dx + self.resolution]
+        mean = torch.tensor(MEAN).view(3, 1, 1)
+        std = torch.tensor(STD).view(3, 1, 1)
+        return (tensor - mean) / std, label
+
+
+def image_folder(root: Path, resolution: int, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
+    if not root.is_dir():
+        raise OnnxNasError("data directory not found", where=str(root),
+                           fix="pass 'digits', 'synthetic' or an ImageFolder directory (root/<class>/<image>)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [(f, label) for label, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(classes) < 2 or not files:
+        raise OnnxNasError(f"found {len(classes)} class folder(s) and {len(files)} image(s)", where=str(root),
+                           fix="use the layout root/<class>/<image> with at least two classes")
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, int(len(files) * val_fraction))
+    val = [files[i] for i in order[:n_val]]
+    train = [files[i] for i in order[n_val:]]
+    return DataSplits(root.name, ImageFolder(root, resolution, train, augment=True),
+                      ImageFolder(root, resolution, val, augment=False), len(classes))
+
+
+def load_data(source: str, resolution: int, in_chs: int = 3, *, seed: int = 0) -> DataSplits:
+    """``digits``, ``synthetic`` or an ImageFolder path, at the space's resolution."""
+    if source == "digits":
+        return digits(resolution, in_chs, seed=seed)
+    if source == "synthetic":
+        return synthetic(resolution, in_chs, seed=seed)
+    if in_chs != 3:
+        raise OnnxNasError(f"image folders give RGB images but the space takes {in_chs} channels", where=source)
+    return image_folder(Path(source), resolution, seed=seed)

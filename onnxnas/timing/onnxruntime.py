@@ -1,0 +1,166 @@
+"""ONNX Runtime backend: the embedded default, runs anywhere ``pip install onnxnas`` does.
+
+The session is pinned (fixed thread count, sequential execution, full graph
+optimization) so that two tables built on the same machine agree. Inputs and outputs
+are bound once through IOBinding, so a GPU provider times compute, not copies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from onnxnas.errors import OnnxNasError
+from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+from onnxnas.timing.base import Measurement, TimingJob, TimingProtocol
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+MAX_RUNS_FACTOR = 20  # stop after runs * this many samples even if min_time_s is not reached
+
+
+class OnnxRuntimeBackend:
+    """Times ONNX models with ONNX Runtime: warm-up, then per-call wall time, median."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 1, provider: str | None = None):
+        if threads < 1:
+            raise OnnxNasError(f"threads must be >= 1, got {threads}", fix="pass a positive thread count")
+        self.threads = threads
+        self.provider = _resolve_provider(provider)
+
+    def version(self) -> str:
+        return f"{ort.__version__} ({self.provider})"
+
+    def measure(self, job: TimingJob, protocol: TimingProtocol) -> Measurement:
+        """Export the block once (the ONNX file is the cache), then time it."""
+        if not Path(job.onnx_path).exists():
+            export_onnx(job.build_module(), job.input_shape, job.onnx_path, job.precision)
+        return self.measure_onnx(Path(job.onnx_path), protocol)
+
+    def measure_onnx(self, onnx_path: Path, protocol: TimingProtocol) -> Measurement:
+        if not Path(onnx_path).is_file():
+            raise OnnxNasError("ONNX model not found", where=str(onnx_path), fix="export the model first")
+        return self._measure_model(str(onnx_path), protocol, where=str(onnx_path))
+
+    def _measure_model(self, model: str | bytes, protocol: TimingProtocol, where: str) -> Measurement:
+        if protocol.threads != self.threads:
+            raise OnnxNasError(
+                f"the timing protocol asks for {protocol.threads} CPU threads but the backend runs {self.threads}",
+                fix="create OnnxRuntimeBackend(threads=protocol.threads)",
+            )
+        try:
+            return time_calls(_bound_run(self._session(model), self.provider), protocol)
+        except OnnxNasError:
+            raise
+        except Exception as exc:  # ORT's exception types share no base but Exception
+            raise _ort_error(exc, self.provider, where) from exc
+
+    def _session(self, model: str | bytes) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = self.threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only; warnings would flood a LUT build
+        session = ort.InferenceSession(model, options, providers=[self.provider])
+        if self.provider not in session.get_providers():
+            raise OnnxNasError(f"ONNX Runtime could not start {self.provider} (it fell back to "
+                               f"{', '.join(session.get_providers())})",
+                               fix="check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")
+        return session
+
+
+def per_call_overhead(
+    input_shape: tuple[int, ...],
+    dtype: str = "fp32",
+    protocol: TimingProtocol | None = None,
+    *,
+    backend: OnnxRuntimeBackend | None = None,
+) -> Measurement:
+    """Time a one-node Identity model at ``input_shape``: the fixed cost of one call.
+
+    A sum of N block timings holds N such overheads while an end-to-end run holds
+    one, so the LUT subtracts the surplus when it calibrates against whole networks.
+    ``dtype`` is a precision name (``fp32``/``fp16``/``int8``, int8 having fp32 I/O).
+    """
+    protocol = protocol or TimingProtocol()
+    backend = backend or OnnxRuntimeBackend(threads=protocol.threads)
+    elem = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])],
+        "per_call_overhead",
+        [helper.make_tensor_value_info(INPUT_NAME, elem, list(input_shape))],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem, list(input_shape))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # what opset 17 needs; keeps older runtimes able to load it
+    onnx.checker.check_model(model)
+    return backend._measure_model(model.SerializeToString(), protocol, where=f"Identity{tuple(input_shape)}")
+
+
+def time_calls(call: Callable[[], object], protocol: TimingProtocol) -> Measurement:
+    """Warm up, then time single blocking calls until both ``runs`` and ``min_time_s`` are met."""
+    for _ in range(protocol.warmup_runs):
+        call()
+    samples_us: list[float] = []
+    measured_ns = 0
+    min_ns = protocol.min_time_s * 1e9
+    cap = max(protocol.runs, 1) * MAX_RUNS_FACTOR
+    while len(samples_us) < cap and (len(samples_us) < protocol.runs or measured_ns < min_ns):
+        start = time.perf_counter_ns()
+        call()
+        elapsed = time.perf_counter_ns() - start
+        measured_ns += elapsed
+        samples_us.append(elapsed / 1000.0)
+    return Measurement.from_samples(samples_us)
+
+
+def _resolve_provider(provider: str | None) -> str:
+    name = PROVIDERS.get(provider or "cpu", provider or "cpu")
+    available = ort.get_available_providers()
+    if name not in available:
+        known = sorted(set(PROVIDERS) | set(PROVIDERS.values()))
+        if name not in PROVIDERS.values():
+            raise OnnxNasError(f"unknown ONNX Runtime provider {provider!r}", fix=f"use one of: {', '.join(known)}")
+        raise OnnxNasError(f"ONNX Runtime provider {name} is not available (installed: {', '.join(available)})",
+                           fix="pip install onnxruntime-gpu (in place of onnxruntime), or use --device cpu")
+    return name
+
+
+def _bound_run(session: ort.InferenceSession, provider: str) -> Callable[[], None]:
+    """Bind random inputs and device-side outputs once; return a zero-argument run."""
+    device = "cpu" if provider == "CPUExecutionProvider" else "cuda"
+    rng = np.random.default_rng(0)
+    binding = session.io_binding()
+    for arg in session.get_inputs():
+        if not all(isinstance(dim, int) for dim in arg.shape):
+            raise OnnxNasError(f"input {arg.name!r} has a dynamic shape {arg.shape}",
+                               fix="export with a static input shape (batch included)")
+        if arg.type not in _NUMPY_TYPES:
+            raise OnnxNasError(f"input {arg.name!r} has type {arg.type}; only float and float16 inputs are timed")
+        data = rng.standard_normal(arg.shape).astype(_NUMPY_TYPES[arg.type])
+        binding.bind_ortvalue_input(arg.name, ort.OrtValue.ortvalue_from_numpy(data, device, 0))
+    for out in session.get_outputs():
+        binding.bind_output(out.name, device)
+
+    def run() -> None:
+        session.run_with_iobinding(binding)
+
+    return run
+
+
+def _ort_error(exc: Exception, provider: str, where: str) -> OnnxNasError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OnnxNasError(f"ONNX Runtime ({provider}) cannot run the model: {detail}", where=where)
