@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from onnxnas.errors import OnnxNasError, choice_error
-from onnxnas.timing.base import PRECISIONS, TimingProtocol
+from onnxnas.timing.base import PRECISIONS, TimingBackend, TimingProtocol
 
 
 def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> None:
@@ -38,3 +40,19 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise choice_error("precision", precision, PRECISIONS, where="--precision")
     return precision
+
+
+def make_backend(args: argparse.Namespace, timing_cache: Path) -> tuple[TimingBackend, dict[str, Any]]:
+    """Resolve --device/--force-device/--backend into a backend and the header's device record."""
+    from onnxnas.timing.devices import get_backend, resolve_device
+
+    precision = check_precision(args.precision)
+    spec, hardware = resolve_device(args.device, force=args.force_device)
+    name = args.backend or spec.default_backend
+    options: dict[str, Any] = {}
+    if name == "onnxruntime":
+        options["threads"] = args.threads
+    elif name in ("tensorrt", "trtexec"):
+        options.update(timing_cache=timing_cache, precision=precision)
+    backend = get_backend(name, spec, **options)
+    return backend, {"name": spec.name, **hardware}

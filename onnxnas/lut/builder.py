@@ -1,0 +1,215 @@
+"""`build-lut`: enumerate unique keys, time the unfinished ones, journal each, compact.
+
+Resumable (journal), shardable (``--shard i/N`` splits keys by a stable hash) and
+honest: a candidate that fails to time is recorded with its error, never as 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import TensorProto, helper
+from tqdm import tqdm
+
+from onnxnas import __version__
+from onnxnas.blocks.builder import Head, build_block
+from onnxnas.blocks.spec import BlockSpec
+from onnxnas.errors import OnnxNasError
+from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME
+from onnxnas.fileio import atomic_write_bytes
+from onnxnas.lut.journal import Journal
+from onnxnas.lut.key import KeyedBlock, space_units, width_group
+from onnxnas.lut.table import FORMAT_VERSION, LatencyTable, LutEntry
+from onnxnas.space.spec import SearchSpace
+from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError as exc:
+            raise OnnxNasError(f"--shard {text!r} is not of the form i/N", fix="e.g. --shard 0/4 (indices from 0)") from exc
+        if count < 1 or not 0 <= index < count:
+            raise OnnxNasError(f"--shard {text!r}: need 0 <= i < N", fix="e.g. --shard 0/4 ... --shard 3/4")
+        return cls(index, count)
+
+    def owns(self, key: str) -> bool:
+        """Stable across machines and Python runs (unlike hash())."""
+        return int(hashlib.sha1(key.encode()).hexdigest(), 16) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    space: SearchSpace
+    device: dict[str, Any]  # name, requested, detected, forced
+    backend: TimingBackend
+    protocol: TimingProtocol
+    precision: str
+    out: Path
+    shard: Shard = Shard()
+    num_classes: int | None = None
+    interpolate_every: int = 1
+    retry_failed: bool = False
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a journal or an existing table to be resumed."""
+        return {"device": self.device["name"], "backend": self.backend.name, "precision": self.precision,
+                "space_hash": self.space.hash, "protocol": self.protocol.to_dict(), "shard": str(self.shard),
+                "num_classes": self.num_classes, "interpolate_every": self.interpolate_every}
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "device": self.device,
+            "backend": {"name": self.backend.name, "version": self.backend.version()},
+            "precision": self.precision,
+            "protocol": self.protocol.to_dict(),
+            "space": {"name": self.space.name, "hash": self.space.hash, "resolution": self.space.resolution},
+            "shard": str(self.shard),
+            "identity": self.identity(),
+            "host": platform.node(),
+            "onnxnas_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    @property
+    def journal_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".journal.jsonl")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out.parent / ".onnx-cache" / f"{self.space.name}-{self.space.hash}-{self.precision}"
+
+
+def overhead_key(input_shape: Sequence[int], precision: str) -> str:
+    return f"overhead:{'x'.join(map(str, input_shape))}:{precision}"
+
+
+def identity_onnx(input_shape: Sequence[int], precision: str) -> bytes:
+    """A one-node Identity model: timing it gives the fixed cost of one inference call."""
+    elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])], "overhead",
+                              [helper.make_tensor_value_info(INPUT_NAME, elem, list(input_shape))],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, list(input_shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def units_to_measure(units: Sequence[KeyedBlock], every: int) -> list[KeyedBlock]:
+    """With ``every`` > 1, time every ``every``-th hidden width of each group plus both ends;
+    the widths between are interpolated at compaction and flagged in the table."""
+    if every <= 1:
+        return list(units)
+    groups: dict[str, list[tuple[int, KeyedBlock]]] = defaultdict(list)
+    chosen = []
+    for unit in units:
+        group = width_group(unit.key)
+        if group is None:
+            chosen.append(unit)
+        else:
+            groups[group[0]].append((group[1], unit))
+    for members in groups.values():
+        members.sort(key=lambda m: m[0])
+        last = len(members) - 1
+        chosen += [unit for i, (_, unit) in enumerate(members) if i % every == 0 or i == last]
+    return chosen
+
+
+def _job(unit: KeyedBlock, config: BuildConfig) -> TimingJob:
+    spec = unit.spec
+    build = (lambda: build_block(spec)) if isinstance(spec, BlockSpec) else (lambda: Head(spec))
+    name = hashlib.sha1(unit.key.encode()).hexdigest()[:20]
+    return TimingJob(unit.key, build, unit.input_shape, config.precision, config.cache_dir / f"{name}.onnx")
+
+
+def _measure(job: TimingJob, config: BuildConfig) -> LutEntry:
+    """Time one job; the overhead job is a ready ONNX file, every other job a block to export."""
+    try:
+        if job.key.startswith("overhead:"):
+            m = config.backend.measure_onnx(job.onnx_path, config.protocol)
+        else:
+            m = config.backend.measure(job, config.protocol)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # any backend failure is recorded with its text, never as 0
+        return LutEntry(job.key, error=f"{type(exc).__name__}: {exc}".strip()[:500])
+    return LutEntry(job.key, median_us=m.median_us, p10_us=m.p10_us, p90_us=m.p90_us, count=m.count)
+
+
+def _overhead_job(config: BuildConfig) -> TimingJob:
+    shape = (config.protocol.batch_size, config.space.in_chs, config.space.resolution, config.space.resolution)
+    key = overhead_key(shape, config.precision)
+    path = config.cache_dir / f"overhead-{'x'.join(map(str, shape))}.onnx"
+    if not path.exists():
+        atomic_write_bytes(path, identity_onnx(shape, config.precision))
+    return TimingJob(key, lambda: None, shape, config.precision, path)  # type: ignore[arg-type,return-value]
+
+
+def _done_in_existing_table(config: BuildConfig) -> dict[str, LutEntry]:
+    """A finished table at --out counts as done work (rerunning a finished build is a no-op)."""
+    if not config.out.exists():
+        return {}
+    table = LatencyTable.load(config.out)
+    if table.header.get("identity") != config.identity():
+        raise OnnxNasError("a table built with other settings already exists here", where=str(config.out),
+                           fix="pass another --out, or delete the file to rebuild")
+    return {k: e for k, e in table.entries.items() if not e.interpolated}
+
+
+def build_lut(config: BuildConfig, *, progress: bool = True) -> LatencyTable:
+    """Time every unit of the space this shard owns that is not finished yet; write the table."""
+    all_units = [u for u in space_units(config.space, config.precision, config.protocol.batch_size, config.num_classes)
+                 if config.shard.owns(u.key)]
+    jobs = [_overhead_job(config)] + [_job(u, config) for u in units_to_measure(all_units, config.interpolate_every)]
+    with Journal(config.journal_path, config.identity()) as journal:
+        done = {**_done_in_existing_table(config), **journal.read()}
+        if config.retry_failed:
+            done = {k: e for k, e in done.items() if e.ok}
+        todo = [job for job in jobs if job.key not in done]
+        if not todo and config.out.exists():  # finished before: keep the table (and its validation) as it is
+            journal.remove()
+            return LatencyTable.load(config.out)
+        bar = tqdm(todo, desc=f"build-lut {config.space.name} ({len(jobs) - len(todo)}/{len(jobs)} done)",
+                   unit="key", disable=not progress, dynamic_ncols=True)
+        for job in bar:
+            bar.set_postfix_str(job.key[:48])
+            entry = _measure(job, config)
+            journal.append(entry)
+            done[job.key] = entry
+        table = compact(config, done, [u.key for u in all_units])
+        journal.remove()
+    return table
+
+
+def compact(config: BuildConfig, done: dict[str, LutEntry], unit_keys: Sequence[str]) -> LatencyTable:
+    """Write the table atomically: header, measured entries, interpolated widths, counts."""
+    header = config.header()
+    shape = _overhead_job(config).input_shape
+    overhead = done.get(overhead_key(shape, config.precision))
+    header["calibration"] = {"overhead_key": overhead_key(shape, config.precision),
+                             "per_call_overhead_us": overhead.median_us if overhead and overhead.ok else 0.0}
+    table = LatencyTable(header, dict(done), str(config.out))
+    table.fill_widths(unit_keys)
+    header["pending_keys"] = [k for k in unit_keys if k not in table.entries]  # lacked neighbours to interpolate
+    header["counts"] = table.summary_counts()
+    table.save(config.out)
+    return table
