@@ -1,0 +1,14 @@
+"""Timing backends (ONNX Runtime, TensorRT, trtexec, torch-cuda) and the device registry."""
+
+from onnxnas.timing.base import PRECISIONS, Measurement, TimingBackend, TimingJob, TimingProtocol
+from onnxnas.timing.devices import BACKENDS, DEVICES, DeviceSpec, detect_hardware, get_backend, resolve_device
+from onnxnas.timing.onnxruntime import OnnxRuntimeBackend, per_call_overhead
+from onnxnas.timing.tensorrt import TensorRTBackend
+from onnxnas.timing.torch_cuda import TorchCudaBackend
+from onnxnas.timing.trtexec import TrtexecBackend, parse_trtexec_report
+
+__all__ = [
+    "BACKENDS", "DEVICES", "PRECISIONS", "DeviceSpec", "Measurement", "OnnxRuntimeBackend", "TensorRTBackend",
+    "TimingBackend", "TimingJob", "TimingProtocol", "TorchCudaBackend", "TrtexecBackend", "detect_hardware",
+    "get_backend", "parse_trtexec_report", "per_call_overhead", "resolve_device",
+]
