@@ -1,0 +1,87 @@
+"""ONNX graph passes that turn an exported network into a deployable one.
+
+Each pass is an ``onnx_ir.passes`` pass in its own module; :func:`default_pipeline`
+chains them the way ``finalize`` uses them and :func:`run_passes` applies a
+pipeline to an ``onnx.ModelProto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxnas.errors import OnnxNasError, choice_error
+from passes.check import CheckAndInferPass
+from passes.eliminate import cleanup_passes
+from passes.fold_bn import FoldBatchNormPass
+from passes.fp16 import ConvertFloat16Pass
+from passes.prune_channels import DropZeroChannelsPass
+from passes.qdq import (
+    FLOAT_BITS,
+    QuantizeActivationsPass,
+    QuantizeWeightsPass,
+    calibrate_activation_ranges,
+    quantize_weight,
+)
+
+__all__ = [
+    "CheckAndInferPass",
+    "ConvertFloat16Pass",
+    "DropZeroChannelsPass",
+    "FoldBatchNormPass",
+    "PRECISIONS",
+    "QuantizeActivationsPass",
+    "QuantizeWeightsPass",
+    "calibrate_activation_ranges",
+    "cleanup_passes",
+    "default_pipeline",
+    "quantize_weight",
+    "run_passes",
+]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def default_pipeline(
+    precision: str = "fp32",
+    *,
+    weight_bits: Mapping[str, int] | int | None = None,
+    calibration_batches: Sequence[np.ndarray] | None = None,
+) -> ir.passes.PassManager:
+    """Fold BN -> cleanup -> drop zero channels -> cleanup -> QDQ -> fp16 -> cleanup -> check.
+
+    ``int8`` quantizes activations (calibrated on ``calibration_batches``) and
+    weights (8 bits unless ``weight_bits`` says otherwise); other precisions add
+    weight QDQ only where ``weight_bits`` is below 32. Read what the passes
+    recorded (e.g. ``DropZeroChannelsPass.dropped``) from ``pipeline.passes``.
+    """
+    if precision not in PRECISIONS:
+        raise choice_error("precision", precision, PRECISIONS)
+    if precision == "int8":
+        if not calibration_batches:
+            raise OnnxNasError(
+                "int8 needs calibration data for the activation scales",
+                fix="pass a few batches of real inputs, or use --precision fp16",
+            )
+        weight_bits = 8 if weight_bits is None else weight_bits
+    steps: list[ir.passes.PassBase] = [FoldBatchNormPass(), cleanup_passes(), DropZeroChannelsPass(), cleanup_passes()]
+    if precision == "int8":
+        steps.append(QuantizeActivationsPass(batches=calibration_batches))
+    if weight_bits is not None and _quantizes(weight_bits):
+        steps.append(QuantizeWeightsPass(weight_bits))
+    if precision == "fp16":
+        steps.append(ConvertFloat16Pass())
+    steps += [cleanup_passes(), CheckAndInferPass()]
+    return ir.passes.PassManager(steps)
+
+
+def _quantizes(bits: Mapping[str, int] | int) -> bool:
+    return any(b < FLOAT_BITS for b in ([bits] if isinstance(bits, int) else bits.values()))
+
+
+def run_passes(model: onnx.ModelProto, pipeline: ir.passes.PassBase) -> onnx.ModelProto:
+    """Apply ``pipeline`` to ``model`` through onnx_ir; ``model`` itself is not changed."""
+    return ir.to_proto(pipeline(ir.from_proto(model)).model)

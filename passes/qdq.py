@@ -1,0 +1,244 @@
+"""Explicit INT8 quantization as QuantizeLinear/DequantizeLinear nodes (opset 13+ semantics).
+
+TensorRT takes precision from QDQ nodes, and accepts them only when they are
+symmetric, have zero point 0 and strictly positive constant scales, with weights
+per output channel. Weights are stored as INT8 initializer -> DequantizeLinear ->
+op. TensorRT has no 1-bit or INT4 Conv, so narrower bitwidths are written as INT8
+on a coarser grid; the true size is for the caller to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx_ir.passes.common import ShapeInferencePass
+
+from passes._graph import add_initializer, const_array, fresh_name
+
+__all__ = [
+    "QuantizeActivationsPass",
+    "QuantizeWeightsPass",
+    "calibrate_activation_ranges",
+    "quantize_weight",
+]
+
+# Scale for an all-zero channel: positive (TensorRT rejects 0) and a normal fp16 number.
+MIN_SCALE = float(np.finfo(np.float16).tiny)
+FLOAT_BITS = 32
+_QUANTIZED_OPS = ("Conv", "Gemm")
+
+
+def quantize_weight(weight: np.ndarray, bits: int, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel quantization along ``axis``: (INT8 values, float32 scales).
+
+    ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale max|w|/(2^(b-1)-1);
+    ``bits == 1`` keeps the sign with scale mean|w| (exact zeros stay zero, so a masked
+    channel still dequantizes to zero).
+    """
+    rows = np.moveaxis(weight.astype(np.float64), axis, 0).reshape(weight.shape[axis], -1)
+    if bits == 1:
+        scale = np.abs(rows).mean(axis=1).astype(np.float32)
+        q = np.sign(rows)
+    else:
+        qmax = 2 ** (bits - 1) - 1
+        scale = (np.abs(rows).max(axis=1) / qmax).astype(np.float32)
+        safe = np.where(scale > 0, scale, 1.0)[:, None]
+        q = np.clip(np.rint(rows / safe), -qmax, qmax)
+    moved = np.moveaxis(weight, axis, 0).shape
+    q = np.moveaxis(q.reshape(moved), 0, axis).astype(np.int8)
+    return q, np.where(scale > 0, scale, MIN_SCALE).astype(np.float32)
+
+
+class QuantizeWeightsPass(ir.passes.InPlacePass):
+    """Replace Conv and Gemm weights by INT8 initializer -> DequantizeLinear(axis=output channel).
+
+    Args:
+        bits: one bitwidth for every layer, or a map from Conv/Gemm node name (or
+            weight initializer name) to its bitwidth. Layers missing from the map,
+            or with bits >= 32, stay float; a key matching no layer is an error.
+
+    Attributes:
+        quantized: node name -> bitwidth applied by the last call.
+    """
+
+    def __init__(self, bits: Mapping[str, int] | int = 8) -> None:
+        super().__init__()
+        for b in [bits] if isinstance(bits, int) else bits.values():
+            if not (1 <= b <= 8 or b >= FLOAT_BITS):
+                raise ValueError(f"weight bits must be 1..8 or >= {FLOAT_BITS} (float), got {b}")
+        self.bits = bits
+        self.quantized: dict[str, int] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.quantized = {}
+        targets = []
+        matched: set[str] = set()
+        for node in model.graph:
+            if node.op_type not in _QUANTIZED_OPS or node.domain != "" or const_array(node.inputs[1]) is None:
+                continue
+            bits = self._bits_for(node, matched)
+            if bits < FLOAT_BITS:
+                targets.append((node, bits))
+        if not isinstance(self.bits, int) and set(self.bits) - matched:
+            raise ValueError(f"weight bits given for unknown layers: {sorted(set(self.bits) - matched)}")
+
+        dequantized: dict[tuple[ir.Value, int], ir.Value] = {}  # a shared weight is quantized once
+        for node, bits in targets:
+            key = (node.inputs[1], bits)
+            if key not in dequantized:
+                dequantized[key] = _insert_weight_dq(node, bits)
+            node.replace_input_with(1, dequantized[key])
+            self.quantized[node.name or ""] = bits
+        return ir.passes.PassResult(model, modified=bool(targets))
+
+    def _bits_for(self, node: ir.Node, matched: set[str]) -> int:
+        if isinstance(self.bits, int):
+            return self.bits
+        for key in (node.name, node.inputs[1].name):
+            if key in self.bits:
+                matched.add(key)
+                return self.bits[key]
+        return FLOAT_BITS
+
+
+def _insert_weight_dq(node: ir.Node, bits: int) -> ir.Value:
+    """Insert INT8 -> DequantizeLinear (-> Cast back to the weight's dtype) before ``node``."""
+    graph = node.graph
+    weight_value = node.inputs[1]
+    weight = const_array(weight_value)
+    transposed = node.op_type == "Gemm" and not node.attributes.get_int("transB", 0)
+    axis = 1 if transposed else 0  # the output-channel axis
+    q, scale = quantize_weight(weight, bits, axis)
+    name = weight_value.name
+    inputs = [
+        add_initializer(graph, f"{name}_int{bits}", q),
+        add_initializer(graph, f"{name}_scale", scale),
+        add_initializer(graph, f"{name}_zero_point", np.zeros(scale.shape, np.int8)),
+    ]
+    nodes = [_node(graph, "DequantizeLinear", inputs, {"axis": axis}, f"{name}_dequantized", ir.DataType.FLOAT)]
+    if weight.dtype != np.float32:  # opset 13 DequantizeLinear only outputs float32
+        to = ir.DataType.from_numpy(weight.dtype)
+        nodes.append(_node(graph, "Cast", nodes[-1].outputs, {"to": to}, f"{name}_dequantized_cast", to))
+    nodes[-1].outputs[0].shape = ir.Shape(weight.shape)
+    node.prepend(nodes)
+    return nodes[-1].outputs[0]
+
+
+def _node(
+    graph: ir.Graph, op: str, inputs: Sequence[ir.Value], attributes: dict, out_name: str, dtype: ir.DataType
+) -> ir.Node:
+    """A one-output node whose output gets a fresh name derived from ``out_name``."""
+    name = fresh_name(graph, out_name)
+    node = ir.node(op, inputs, attributes, name=f"{name}_{op}")
+    node.outputs[0].name = name
+    node.outputs[0].dtype = dtype
+    return node
+
+
+class QuantizeActivationsPass(ir.passes.InPlacePass):
+    """Insert per-tensor symmetric INT8 QuantizeLinear -> DequantizeLinear on Conv/Gemm data inputs.
+
+    Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
+    sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
+    model as this pass receives it, so tensor names match after earlier passes.
+
+    Attributes:
+        scales: tensor name -> scale used by the last call.
+    """
+
+    def __init__(
+        self,
+        ranges: Mapping[str, float | tuple[float, float]] | None = None,
+        *,
+        batches: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        if (ranges is None) == (batches is None):
+            raise ValueError("give exactly one of ranges or batches")
+        self.ranges = ranges
+        self.batches = batches
+        self.scales: dict[str, float] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        ShapeInferencePass()(model)  # only float32 tensors are quantized: dtypes must be known
+        graph = model.graph
+        targets = _activation_inputs(graph)
+        if self.batches is not None:
+            ranges = calibrate_activation_ranges(ir.to_proto(model), self.batches, [v.name for v in targets])
+        else:
+            ranges = {k: max(abs(r[0]), abs(r[1])) if isinstance(r, tuple) else r for k, r in self.ranges.items()}
+        missing = [v.name for v in targets if v.name not in ranges]
+        if missing:
+            raise ValueError(f"no calibration range for {missing}")
+        self.scales = {}
+        for value in targets:
+            scale = max(float(ranges[value.name]) / 127.0, MIN_SCALE)
+            self.scales[value.name] = scale
+            _insert_activation_qdq(graph, value, scale)
+        return ir.passes.PassResult(model, modified=bool(targets))
+
+
+def _activation_inputs(graph: ir.Graph) -> list[ir.Value]:
+    """Float32 data inputs of Conv/Gemm nodes, each once, that are not already dequantized."""
+    found: dict[ir.Value, None] = {}
+    for node in graph:
+        if node.op_type in _QUANTIZED_OPS and node.domain == "":
+            x = node.inputs[0]
+            producer = x.producer()
+            if x.dtype == ir.DataType.FLOAT and (producer is None or producer.op_type != "DequantizeLinear"):
+                found[x] = None
+    return list(found)
+
+
+def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> None:
+    name = value.name
+    inputs = [
+        add_initializer(graph, f"{name}_scale", np.array(scale, np.float32)),
+        add_initializer(graph, f"{name}_zero_point", np.array(0, np.int8)),
+    ]
+    consumers = [(n, i) for n, i in value.uses() if n.op_type in _QUANTIZED_OPS and i == 0]
+    quant = _node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
+    dequant = _node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
+    quant.outputs[0].shape = dequant.outputs[0].shape = value.shape
+    producer = value.producer()
+    if producer is not None:
+        graph.insert_after(producer, [quant, dequant])
+    else:
+        graph.insert_before(next(iter(graph)), [quant, dequant])
+    for node, index in consumers:
+        node.replace_input_with(index, dequant.outputs[0])
+
+
+def calibrate_activation_ranges(
+    model: onnx.ModelProto | bytes,
+    batches: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Max |value| of each tensor in ``names`` (default: Conv/Gemm data inputs) over ``batches``.
+
+    Works on a copy whose graph outputs include the wanted tensors, run by ONNX
+    Runtime on CPU; the model must have exactly one input.
+    """
+    if not batches:
+        raise ValueError("calibration needs at least one batch")
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.ModelProto.FromString(model.SerializeToString())
+    if names is None:
+        names = list(dict.fromkeys(n.input[0] for n in proto.graph.node if n.op_type in _QUANTIZED_OPS and n.domain == ""))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    infos = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    outputs = {o.name for o in proto.graph.output}
+    untyped = onnx.helper.make_tensor_value_info  # ORT accepts an output without a shape
+    proto.graph.output.extend(
+        infos.get(n) or untyped(n, onnx.TensorProto.FLOAT, None) for n in names if n not in outputs
+    )
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (model_input,) = session.get_inputs()
+    absmax = dict.fromkeys(names, 0.0)
+    for batch in batches:
+        for name, out in zip(names, session.run(list(names), {model_input.name: batch})):
+            absmax[name] = max(absmax[name], float(np.abs(out).max()))
+    return absmax
