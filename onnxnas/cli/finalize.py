@@ -1,0 +1,119 @@
+"""`onnxnas finalize ARCH.json`: deployable ONNX (+ TensorRT engine) + manifest, verified."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from onnxnas.arch import Arch, load_arch
+from onnxnas.cli.build_lut import default_out
+from onnxnas.cli.options import add_timing_options, check_precision, make_backend, timing_protocol
+from onnxnas.deploy.engine import DEFAULT_TIMING_CACHE, HARDWARE_COMPATIBILITY, EngineOptions
+from onnxnas.deploy.sparsity import SPARSITY_PATTERNS
+from onnxnas.errors import OnnxNasError
+from onnxnas.finalize import FinalizeOptions, finalize
+from onnxnas.lut.builder import Shard
+from onnxnas.timing.devices import DEVICES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "finalize", help="turn an arch.json (+ weights) into verified ONNX / TensorRT artefacts and a manifest",
+        description="Build the concrete network (exact widths, skipped layers removed, checkpoint sliced), export "
+                    "ONNX, fold BN, prune, quantize (QDQ), verify PyTorch vs ONNX Runtime (vs TensorRT) with "
+                    "Polygraphy, and write model.onnx, model.engine (where TensorRT is present) and manifest.json.")
+    parser.add_argument("arch", type=Path, help="arch.json (from a search, or hand-written)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint (onnxnas search checkpoint or plain state_dict); without it the weights are "
+                             "random (NOT TRAINED)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<arch name>-<precision>)")
+    parser.add_argument("--space", default=None, help="space the arch must fit (default: the arch's own)")
+    parser.add_argument("--lut", type=Path, default=None,
+                        help="latency table for the predicted latency (default: the arch's provenance, else "
+                             "latency_tables/<space>-<device>-<backend>-<precision>.json if present)")
+    parser.add_argument("--sparsity", default=None, choices=SPARSITY_PATTERNS,
+                        help="prune weights to this structured pattern and build the engine with sparse weights")
+    parser.add_argument("--calib-data", default="synthetic",
+                        help="INT8 calibration / verification images: digits, synthetic or an image folder "
+                             "(default: %(default)s)")
+    parser.add_argument("--calib-samples", type=int, default=16, help="calibration images (default: %(default)s)")
+    parser.add_argument("--verify-samples", type=int, default=4, help="verification images (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random-init weights (default: %(default)s)")
+    parser.add_argument("--no-measure", action="store_true", help="skip the end-to-end latency measurement")
+    engine = parser.add_argument_group("TensorRT engine")
+    engine.add_argument("--engine", action=argparse.BooleanOptionalAction, default=None,
+                        help="build model.engine (default: where TensorRT and a GPU are present)")
+    engine.add_argument("--timing-cache", type=Path, default=DEFAULT_TIMING_CACHE,
+                        help="TensorRT timing cache, read and updated (default: %(default)s)")
+    engine.add_argument("--hardware-compatibility", default="none", choices=tuple(HARDWARE_COMPATIBILITY),
+                        help="engine hardware compatibility level (default: %(default)s)")
+    engine.add_argument("--version-compatible", action="store_true", help="engine runs on later TensorRT versions")
+    engine.add_argument("--exclude-lean-runtime", action="store_true",
+                        help="leave the lean runtime out of a version-compatible engine")
+    engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit")
+    add_timing_options(parser)
+    _device_defaults_to_cpu(parser)
+    parser.set_defaults(func=run)
+
+
+def _device_defaults_to_cpu(parser: argparse.ArgumentParser) -> None:
+    """finalize measures on ONNX Runtime CPU (the LUT protocol) unless told otherwise."""
+    for action in parser._actions:  # argparse has no public way to relax a shared required option
+        if action.dest == "device":
+            action.required, action.default = False, "cpu"
+            action.help = f"{action.help} (default: %(default)s)"
+
+
+def run(args: argparse.Namespace) -> int:
+    precision = check_precision(args.precision)
+    arch = load_arch(args.arch)
+    for flag in ("calib_samples", "verify_samples"):
+        if getattr(args, flag) < 1:
+            raise OnnxNasError(f"--{flag.replace('_', '-')} must be >= 1")
+    backend, device = (None, None) if args.no_measure else make_backend(args, args.timing_cache)
+    out = args.out or Path("out") / f"{args.arch.stem}-{precision}"
+    options = FinalizeOptions(
+        out=out, weights=args.weights, precision=precision, engine=args.engine,
+        engine_options=EngineOptions(timing_cache=args.timing_cache, hardware_compatibility=args.hardware_compatibility,
+                                     version_compatible=args.version_compatible,
+                                     exclude_lean_runtime=args.exclude_lean_runtime, workspace_mib=args.workspace_mib),
+        sparsity=args.sparsity, calib_data=args.calib_data, calibration_samples=args.calib_samples,
+        verify_samples=args.verify_samples, space=args.space,
+        lut=args.lut or _default_lut(arch, args, precision), backend=backend, device=device,
+        protocol=timing_protocol(args), seed=args.seed)
+    try:
+        manifest = finalize(args.arch, options)
+    finally:
+        getattr(backend, "close", lambda: None)()
+    _summary(out, manifest)
+    return 0
+
+
+def _default_lut(arch: Arch, args: argparse.Namespace, precision: str) -> Path | None:
+    """The table the search used (provenance), else the one build-lut writes for this device/backend/precision."""
+    recorded = arch.provenance.get("lut")
+    recorded = recorded.get("path") if isinstance(recorded, dict) else recorded
+    if isinstance(recorded, str) and Path(recorded).is_file():
+        return Path(recorded)
+    spec = DEVICES.get(args.device.lower())
+    return default_out(arch.space, spec.name, args.backend or spec.default_backend, precision, Shard()) if spec else None
+
+
+def _summary(out: Path, manifest: dict[str, Any]) -> None:
+    size, latency = manifest["size"], manifest["latency"]
+    files = [f["path"] if isinstance(f, dict) else f for f in manifest["files"].values() if f]
+    print(f"wrote {out}/: {', '.join(files)}, manifest.json")
+    print(f"weights: {manifest['weights']}; precision {manifest['precision']}; arch {manifest['arch']['hash']}")
+    print(f"size: {size['parameters']:,} parameters, {size['macs']:,} MACs, ONNX {size['onnx_bytes']:,} bytes "
+          f"(deflate {size['deflate_bytes']:,}, entropy bound {size['entropy_bound_bytes']:,})")
+    for c in manifest["verification"]["comparisons"]:
+        for name, o in c["outputs"].items():
+            print(f"verified {c['candidate']} vs {c['reference']} [{name}]: max abs {o['max_abs']:.3g} "
+                  f"<= {o['atol']:.3g} (tolerance {manifest['verification']['tolerance']:g} x peak {o['peak']:.3g})")
+    measured, lut = latency["measured"], latency["lut"]
+    predicted = f"{lut['predicted_us']:.1f} us (LUT {lut['lut']})" if lut["predicted_us"] else f"n/a ({lut['note']})"
+    if measured:
+        print(f"latency: measured {measured['median_us']:.1f} us ({measured['backend']}), predicted {predicted}")
+    else:
+        print(f"latency: predicted {predicted}")

@@ -1,0 +1,61 @@
+"""Concrete module -> deployable ONNX: export with BN kept, then the ``passes`` pipeline.
+
+Export keeps BatchNormalization (``fold_constants=False``) so that the BN fold is a
+graph pass and quantization scales come from the folded weights. Per-layer weight
+bitwidths reach the QDQ pass as a map keyed by Conv/Gemm node name, found through
+each node's weight initializer, whose name is the PyTorch parameter name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from torch import nn
+
+import passes
+from onnxnas.deploy.concrete import bits_for
+from onnxnas.export import export_bytes
+
+
+def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: str, bits: dict[str, int],
+                    calibration: Sequence[np.ndarray] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Export ``module`` and run fold-BN -> cleanup -> drop zero channels -> QDQ -> fp16 -> check."""
+    exported = onnx.load_from_string(export_bytes(module, input_shape, "fp32", fold_constants=False))
+    pipeline = passes.default_pipeline(precision, weight_bits=node_weight_bits(exported, bits),
+                                       calibration_batches=calibration)
+    return passes.run_passes(exported, pipeline), _pass_report(pipeline)
+
+
+def node_weight_bits(model: onnx.ModelProto, bits: dict[str, int]) -> dict[str, int]:
+    """Conv/Gemm node name -> weight bitwidth, from the parameter name behind its weight input."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    result = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 1:
+            name = node.input[1]
+            while name in producers and producers[name].op_type == "Identity":  # shared initializers
+                name = producers[name].input[0]
+            result[node.name] = bits_for(name, bits)
+    return result
+
+
+def _pass_report(pipeline: Any) -> dict[str, Any]:
+    """What the passes recorded: BNs folded, channels dropped, layers quantized."""
+    report: dict[str, Any] = {}
+    for step in _flatten(pipeline):
+        if isinstance(step, passes.FoldBatchNormPass):
+            report["batchnorms_folded"] = len(step.folded)
+        elif isinstance(step, passes.DropZeroChannelsPass):
+            report["zero_channels_dropped"] = {k: len(v) for k, v in step.dropped.items()}
+        elif isinstance(step, passes.QuantizeWeightsPass):
+            report["quantized_weights"] = dict(step.quantized)
+        elif isinstance(step, passes.QuantizeActivationsPass):
+            report["quantized_activations"] = len(step.scales)
+    return report
+
+
+def _flatten(step: Any) -> list[Any]:
+    return [leaf for child in step.passes for leaf in _flatten(child)] if hasattr(step, "passes") else [step]

@@ -1,0 +1,97 @@
+"""manifest.json: everything a deployment engineer needs to know about the artefacts beside it.
+
+I/O signature, precision, opset, software versions, the arch hash, latency (LUT and
+measured), size (parameters, bytes on disk, compressed-size estimates), the weights'
+origin, and the verification report. It is the only place for metadata: the engine
+plan stays exactly as TensorRT wrote it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import onnx
+from torch import nn
+
+from onnxnas import __version__
+from onnxnas.deploy.artefacts import MANIFEST_FILE, sha256
+from onnxnas.deploy.concrete import FLOAT_BITS, bits_for
+from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import atomic_write_json, read_json
+
+MANIFEST_VERSION = 1
+_PACKAGES = ("torch", "onnx", "onnxruntime", "onnx-ir", "onnxscript", "polygraphy", "tensorrt")
+
+
+def software_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"onnxnas": __version__}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    """Graph inputs and outputs: name, static shape, NumPy dtype name."""
+    def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        return {"name": value.name, "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim],
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name}
+
+    initializers = {i.name for i in model.graph.initializer}
+    return {"inputs": [describe(v) for v in model.graph.input if v.name not in initializers],
+            "outputs": [describe(v) for v in model.graph.output]}
+
+
+def size_report(module: nn.Module, bits: dict[str, int], precision: str, params: int, macs: int,
+                onnx_path: Path) -> dict[str, Any]:
+    """Parameters and MACs, bytes on disk, a deflate size, and the entropy bound of DESIGN section 7.
+
+    The bound counts each conv/linear weight tensor as ``(b + H(s))`` bits per kept
+    weight (``b`` its deployed bitwidth, ``s`` its real non-zero fraction); other
+    parameters count at the float width. It is the size a 4-bit or sparse layer really
+    needs, which the INT8-on-a-coarser-grid ONNX does not show.
+    """
+    float_bits = 16 if precision == "fp16" else FLOAT_BITS
+    bound_bits = 0.0
+    for name, tensor in module.named_parameters():
+        b = bits_for(name, bits)
+        if name.endswith("weight") and tensor.dim() > 1:
+            kept = int(tensor.count_nonzero())
+            s = kept / tensor.numel()
+            entropy = 0.0 if s in (0.0, 1.0) else -s * math.log2(s) - (1 - s) * math.log2(1 - s)
+            bound_bits += ((b if b < FLOAT_BITS else float_bits) + entropy) * kept
+        else:
+            bound_bits += float_bits * tensor.numel()
+    data = onnx_path.read_bytes()
+    return {"parameters": params, "macs": macs, "onnx_bytes": len(data),
+            "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(bound_bits / 8))}
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"path": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    return atomic_write_json(folder / MANIFEST_FILE, {"manifest_version": MANIFEST_VERSION,
+                                                      "created": _now(), **manifest})
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    data = read_json(path, "manifest")
+    if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
+        raise OnnxNasError(f"unsupported manifest_version {data.get('manifest_version') if isinstance(data, dict) else None!r}",
+                           where=str(path), fix=f"regenerate it with this onnxnas (version {MANIFEST_VERSION})")
+    return data
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,188 @@
+"""Equivalence checks with Polygraphy's Comparator: PyTorch -> ONNX Runtime -> TensorRT.
+
+Each artefact is compared with the one before it in the chain. The tolerance is per
+precision and relative to the reference's peak magnitude, because logits have no
+fixed scale: an output passes when ``max |candidate - reference| <= tol * max |reference|``.
+The PyTorch reference carries the same per-channel weight grid as the QDQ graph (see
+:func:`onnxnas.deploy.concrete.quantized_reference`), so ``tol`` covers only what the
+runtime adds: float rounding, fp16, INT8 activations.
+
+The inputs and the PyTorch outputs are saved as Polygraphy JSON next to the artefacts,
+so ``onnxnas verify DIR`` (or ``polygraphy run --load-inputs/--load-outputs``) can rerun
+the checks on shipped files without the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+from polygraphy.comparator import Comparator, CompareFunc, RunResults
+from polygraphy.exception import PolygraphyException
+from polygraphy.json import from_json, to_json
+from polygraphy.logger import G_LOGGER
+from torch import nn
+
+from onnxnas.deploy.artefacts import ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUTS_FILE
+from onnxnas.deploy.manifest import io_signature
+from onnxnas.deploy.runtime import open_runner
+from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import atomic_write_text
+
+# Measured on random-init tiny and GPUNet-1 networks with data-calibrated BN (worst case seen): fp32 ~1e-6,
+# fp16 ~2e-3, int8 ~0.24 of the peak (per-tensor max-calibrated activations on 16 images, low-margin logits).
+TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.3}
+RULE = "max |candidate - reference| <= tolerance * max |reference|, per output, over all inputs"
+Feed = dict[str, np.ndarray]
+
+
+class TorchRunner(BaseRunner):
+    """A CPU PyTorch runner (Polygraphy's own PytRunner moves inputs to CUDA)."""
+
+    def __init__(self, module: nn.Module, input_metadata: TensorMetadata, output_names: Sequence[str],
+                 name: str = "pytorch"):
+        super().__init__(name=name, prefix="pytorch-runner")
+        self.module, self.input_metadata, self.output_names = module, input_metadata, list(output_names)
+
+    def activate_impl(self) -> None:
+        self.module.eval()
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        return self.input_metadata
+
+    def infer_impl(self, feed_dict: Feed) -> OrderedDict[str, np.ndarray]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            outputs = self.module(*(torch.from_numpy(np.asarray(v, np.float32)) for v in feed_dict.values()))
+        self.inference_time = time.perf_counter() - start
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        return OrderedDict((n, o.numpy()) for n, o in zip(self.output_names, outputs))
+
+    def deactivate_impl(self) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputCheck:
+    """One output of one comparison, worst case over the inputs."""
+
+    max_abs: float
+    max_rel: float
+    peak: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs <= self.atol
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    reference: str
+    candidate: str
+    outputs: dict[str, OutputCheck]
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationReport:
+    precision: str
+    tolerance: float
+    inputs: int
+    comparisons: list[Comparison]
+
+    def first_failure(self) -> tuple[Comparison, str, OutputCheck] | None:
+        return next(((c, name, o) for c in self.comparisons for name, o in c.outputs.items() if not o.passed), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": RULE, "precision": self.precision, "tolerance": self.tolerance, "inputs": self.inputs,
+                "comparisons": [{"reference": c.reference, "candidate": c.candidate,
+                                 "outputs": {n: {**dataclasses.asdict(o), "passed": o.passed} for n, o in c.outputs.items()}}
+                                for c in self.comparisons]}
+
+    def raise_on_failure(self) -> None:
+        """A user error naming the first diverging output."""
+        failure = self.first_failure()
+        if failure is not None:
+            c, name, o = failure
+            raise OnnxNasError(f"verification failed: output {name!r} of {c.candidate} diverges from {c.reference}: "
+                               f"max abs diff {o.max_abs:.3g} > {o.atol:.3g} ({self.precision} tolerance "
+                               f"{self.tolerance:g} x peak {o.peak:.3g})",
+                               fix="inspect the artefacts with 'polygraphy run'; nothing was written to --out")
+
+
+def run_runners(runners: Sequence[BaseRunner], inputs: Sequence[Feed]) -> RunResults:
+    """Run every runner on every input (Polygraphy's Comparator, logging quiet)."""
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.ERROR):
+            return Comparator.run(list(runners), data_loader=list(inputs))
+    except PolygraphyException as exc:
+        raise OnnxNasError(f"a runtime could not run the model: {exc}") from exc
+
+
+def compare(results: RunResults, precision: str) -> VerificationReport:
+    """Compare each runner in ``results`` with the one before it."""
+    tolerance = TOLERANCES[precision]
+    reference_iterations = results[0][1]
+    peaks = {name: max(float(np.abs(np.asarray(it[name], np.float64)).max()) for it in reference_iterations)
+             for name in reference_iterations[0].keys()}
+    atol = {name: tolerance * peak for name, peak in peaks.items()}
+    func = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
+    pairs = [(i, i + 1) for i in range(len(results) - 1)]
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        accuracy = Comparator.compare_accuracy(results, comparisons=pairs, compare_func=func)
+    accuracy = accuracy if hasattr(accuracy, "items") else accuracy[0]  # newer Polygraphy returns one per compare_func
+    comparisons = []
+    for (reference, candidate), iterations in accuracy.items():
+        outputs = {name: OutputCheck(max_abs=max(it[name].max_absdiff for it in iterations),
+                                     max_rel=max(it[name].max_reldiff for it in iterations),
+                                     peak=peaks[name], atol=atol[name])
+                   for name in peaks}
+        comparisons.append(Comparison(reference, candidate, outputs))
+    return VerificationReport(precision, tolerance, len(reference_iterations), comparisons)
+
+
+def save_reference(results: RunResults, inputs: Sequence[Feed], inputs_path: Path, outputs_path: Path) -> None:
+    """Write the inputs and the first runner's outputs as Polygraphy JSON (atomically)."""
+    atomic_write_text(inputs_path, to_json(list(inputs)))
+    atomic_write_text(outputs_path, RunResults([results[0]]).to_json())
+
+
+def load_reference(inputs_path: Path, outputs_path: Path) -> tuple[list[Feed], RunResults]:
+    """Read what :func:`save_reference` wrote (NumPy payloads load with ``allow_pickle=False``)."""
+    try:
+        inputs = from_json(inputs_path.read_text(encoding="utf-8"))
+        outputs = RunResults.from_json(outputs_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise OnnxNasError("reference inputs/outputs missing", where=str(exc.filename),
+                           fix="rerun 'onnxnas finalize' to regenerate the folder") from exc
+    except (ValueError, KeyError, PolygraphyException) as exc:
+        raise OnnxNasError(f"malformed reference file: {exc}", where=str(inputs_path.parent)) from exc
+    return [dict(feed) for feed in inputs], outputs
+
+
+def verify_artefacts(reference: nn.Module, folder: Path, samples: Sequence[np.ndarray], precision: str, *,
+                     with_engine: bool) -> VerificationReport:
+    """PyTorch -> ONNX Runtime (-> TensorRT) for the artefacts in ``folder``; raises on the first divergence,
+    else saves the inputs and the PyTorch outputs beside the artefacts for ``onnxnas verify``."""
+    signature = io_signature(onnx.load(str(folder / ONNX_FILE), load_external_data=False))
+    (model_input,) = signature["inputs"]
+    dtype = np.dtype(model_input["dtype"])
+    inputs = [{model_input["name"]: x.astype(dtype)} for x in samples]
+    meta = TensorMetadata().add(model_input["name"], dtype, model_input["shape"])
+    runners = [TorchRunner(reference, meta, [o["name"] for o in signature["outputs"]]), open_runner(folder / ONNX_FILE)]
+    if with_engine:
+        runners.append(open_runner(folder / ENGINE_FILE))
+    results = run_runners(runners, inputs)
+    report = compare(results, precision)
+    report.raise_on_failure()
+    save_reference(results, inputs, folder / INPUTS_FILE, folder / OUTPUTS_FILE)
+    return report
