@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset
 
 from onnxnas.errors import OnnxNasError
 
@@ -31,9 +31,29 @@ class DataSplits:
     num_classes: int
 
 
-def _resize(images: torch.Tensor, resolution: int, in_chs: int) -> torch.Tensor:
-    images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    return images.expand(-1, in_chs, -1, -1).contiguous() if images.shape[1] == 1 else images
+class _ResizedImages(Dataset):
+    """Small source images kept as they are, resized (and widened to ``in_chs``) per item.
+
+    Resizing lazily keeps memory at the source size: digits at 288x288 would take ~1.8 GB.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, resolution: int, in_chs: int,
+                 noise: float = 0.0, seed: int = 0):
+        self.images, self.labels, self.resolution, self.in_chs = images, labels, resolution, in_chs
+        self.noise, self.seed = noise, seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = F.interpolate(self.images[index:index + 1], size=(self.resolution, self.resolution),
+                              mode="bilinear", align_corners=False)[0]
+        if image.shape[0] == 1:
+            image = image.expand(self.in_chs, -1, -1)
+        if self.noise:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)  # same noise every epoch
+            image = image + self.noise * torch.randn(image.shape, generator=gen)
+        return image.contiguous(), self.labels[index]
 
 
 def _split(dataset: Dataset, n: int, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
@@ -43,25 +63,24 @@ def _split(dataset: Dataset, n: int, val_fraction: float, seed: int) -> tuple[Su
 
 
 def digits(resolution: int, in_chs: int = 3, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
-    """scikit-learn's 1797 handwritten digits, resized and standardized."""
+    """scikit-learn's 1797 handwritten 8x8 digits, standardized to [-1, 1] and resized."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    images = (_resize(images, resolution, in_chs) - 0.5) / 0.5
-    dataset = TensorDataset(images, torch.from_numpy(bunch.target.astype(np.int64)))
+    images = (torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1) - 0.5) / 0.5
+    dataset = _ResizedImages(images, torch.from_numpy(bunch.target.astype(np.int64)), resolution, in_chs)
     train, val = _split(dataset, len(dataset), val_fraction, seed)
     return DataSplits("digits", train, val, 10)
 
 
 def synthetic(resolution: int, in_chs: int = 3, *, num_classes: int = 10, samples: int = 512, seed: int = 0,
               val_fraction: float = 0.2) -> DataSplits:
-    """Learnable random data: a fixed prototype per class plus noise (smoke tests)."""
+    """Learnable random data: a fixed 8x8 prototype per class, upsampled, plus per-image noise (smoke tests)."""
     gen = torch.Generator().manual_seed(seed)
-    prototypes = torch.randn(num_classes, in_chs, resolution, resolution, generator=gen)
+    prototypes = torch.randn(num_classes, in_chs, 8, 8, generator=gen)
     labels = torch.randint(0, num_classes, (samples,), generator=gen)
-    images = prototypes[labels] + 0.5 * torch.randn(samples, in_chs, resolution, resolution, generator=gen)
-    train, val = _split(TensorDataset(images, labels), samples, val_fraction, seed)
+    dataset = _ResizedImages(prototypes[labels], labels, resolution, in_chs, noise=0.5, seed=seed)
+    train, val = _split(dataset, samples, val_fraction, seed)
     return DataSplits("synthetic", train, val, num_classes)
 
 

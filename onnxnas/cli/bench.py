@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Time model.onnx or model.engine with the same backend and protocol as the latency tables, "
                     "and print the LUT prediction from manifest.json beside it when there is one.")
     parser.add_argument("model", type=Path, help="model.onnx or model.engine")
-    add_timing_options(parser)
-    parser.set_defaults(func=run, precision=None)
+    add_timing_options(parser, precision_default=None)
+    parser.set_defaults(func=run)
     parser.add_argument("--timing-cache", type=Path, default=DEFAULT_TIMING_CACHE,
                         help="TensorRT timing cache (default: %(default)s)")
 

@@ -52,17 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--exclude-lean-runtime", action="store_true",
                         help="leave the lean runtime out of a version-compatible engine")
     engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit")
-    add_timing_options(parser)
-    _device_defaults_to_cpu(parser)
+    add_timing_options(parser, device_default="cpu")  # measure with the LUT protocol on ORT CPU unless told otherwise
     parser.set_defaults(func=run)
-
-
-def _device_defaults_to_cpu(parser: argparse.ArgumentParser) -> None:
-    """finalize measures on ONNX Runtime CPU (the LUT protocol) unless told otherwise."""
-    for action in parser._actions:  # argparse has no public way to relax a shared required option
-        if action.dest == "device":
-            action.required, action.default = False, "cpu"
-            action.help = f"{action.help} (default: %(default)s)"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,13 +15,18 @@ def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> 
                         help="built-in space (gpunet1, mbv2, tiny) or a JSON/YAML space file (default: %(default)s)")
 
 
-def add_timing_options(parser: argparse.ArgumentParser) -> None:
+def add_timing_options(parser: argparse.ArgumentParser, *, device_default: str | None = None,
+                       precision_default: str | None = "fp32") -> None:
+    """Device, backend, precision and protocol flags; ``device_default=None`` makes --device required."""
     group = parser.add_argument_group("timing")
-    group.add_argument("--device", required=True, help="target device: v100, a100, h100, h200, t4, l4, a10, orin, cpu")
+    device_help = "target device: v100, a100, h100, h200, t4, l4, a10, orin, cpu"
+    group.add_argument("--device", required=device_default is None, default=device_default,
+                       help=device_help + (" (default: %(default)s)" if device_default else ""))
     group.add_argument("--force-device", action="store_true",
                        help="time on this machine even if it does not match --device (recorded in the header)")
     group.add_argument("--backend", default=None, help="onnxruntime, tensorrt, trtexec or torch-cuda (default: the device's)")
-    group.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default: %(default)s)")
+    group.add_argument("--precision", default=precision_default,
+                       help="fp32, fp16 or int8 (default: " + (precision_default or "the manifest's, else fp32") + ")")
     group.add_argument("--threads", type=int, default=1, help="CPU threads for onnxruntime (default: %(default)s)")
     group.add_argument("--warmup", type=int, default=20, help="warm-up runs per block (default: %(default)s)")
     group.add_argument("--runs", type=int, default=200, help="timed runs per block (default: %(default)s)")

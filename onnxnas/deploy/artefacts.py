@@ -20,6 +20,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import current_umask
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -102,8 +103,7 @@ def staging(out: Path) -> Iterator[Path]:
 
 def _publish(stage: Path, out: Path) -> None:
     """Move the staged artefacts into ``out`` (one rename each) and drop stale ones of a previous run."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     for path in stage.iterdir():  # temp files are private (0600); shipped files get the usual modes
         path.chmod(0o666 & ~umask)
     stage.chmod(0o777 & ~umask)

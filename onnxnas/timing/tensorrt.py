@@ -92,6 +92,17 @@ class TensorRTBackend:
             raise OnnxNasError("ONNX model not found", where=str(onnx_path), fix="export the model first")
         return self._measure(Path(onnx_path), protocol, self.precision)
 
+    def measure_engine(self, engine_path: Path, protocol: TimingProtocol) -> Measurement:
+        """Time a serialized plan as shipped (finalize's model.engine), without rebuilding it."""
+        if not Path(engine_path).is_file():
+            raise OnnxNasError("TensorRT engine not found", where=str(engine_path), fix="build it with onnxnas finalize --engine")
+        with torch.cuda.device(self.device):
+            engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+            if engine is None:
+                raise OnnxNasError(f"TensorRT cannot load the plan: {self._logger.summary()}", where=str(engine_path),
+                                   fix="rebuild the engine with this TensorRT version and GPU")
+            return self._time(engine, protocol, str(engine_path))
+
     def close(self) -> None:
         """Save the timing cache (it holds every tactic timed during this build)."""
         if self._closed:
