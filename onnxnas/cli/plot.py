@@ -1,0 +1,34 @@
+"""`onnxnas plot`: search curves and the found architecture of a search run, as PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onnxnas.arch import load_arch
+from onnxnas.errors import OnnxNasError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plot", help="draw a search run's curves and its architecture (PNG)")
+    parser.add_argument("run", help="a search --out folder (or a variant folder of a sweep)")
+    parser.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from onnxnas.plot import plot_arch, plot_search_curves
+
+    folder = Path(args.run)
+    metrics_path = folder / "metrics.jsonl"
+    if not metrics_path.is_file():
+        hint = "pick one of its variants/<name> folders" if (folder / "summary.json").is_file() else "pass a search --out folder"
+        raise OnnxNasError("no metrics.jsonl here", where=str(folder), fix=hint)
+    metrics = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = Path(args.out) if args.out else folder
+    written = [plot_search_curves(metrics, out / "search_curves.png")]
+    if (folder / "arch.json").is_file():
+        written.append(plot_arch(load_arch(folder / "arch.json"), out / "arch.png"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

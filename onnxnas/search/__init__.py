@@ -1,0 +1,1 @@
+"""Latency-aware architecture search: supernet, Prunode, block pruning, layer skipping, methods."""
