@@ -179,10 +179,20 @@ def test_int8_without_qdq_fails_loudly_not_zero(tmp_path: Path, capsys: pytest.C
 def test_validate_stores_report_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny.json"
     assert main(["build-lut", "--device", "cpu", "--out", str(out), "--warmup", "2", "--runs", "20", "--no-progress"]) == 0
-    assert main(["lut", "validate", str(out), "--samples", "4", "--plot", str(tmp_path / "v.png"), "--no-progress"]) == 0
-    report = LatencyTable.load(out).header["validation"]
-    assert report["samples"] == 4 and len(report["points"]) == 4
+    assert main(["lut", "validate", str(out), "--samples", "6", "--rounds", "1", "--plot", str(tmp_path / "v.png"),
+                 "--no-progress"]) == 0
+    table = LatencyTable.load(out)
+    report = table.header["validation"]
+    assert report["samples"] == 3 and len(report["points"]) == 6  # half calibrates, half is held out
+    assert [p["held_out"] for p in report["points"]] == [False, True] * 3
     assert all(p["measured_us"] > 0 and p["predicted_us"] > 0 for p in report["points"])
+    # the fitted overhead is the least-squares solution on the calibration half, and predictions use it
+    fit = [p for p in report["points"] if not p["held_out"]]
+    c = sum((p["unit_sum_us"] - p["measured_us"]) * (p["units"] - 1) for p in fit) / sum((p["units"] - 1) ** 2 for p in fit)
+    assert table.per_call_overhead_us == pytest.approx(c, rel=1e-4)  # points are stored rounded to 1 ns
+    assert report["fitted_overhead_us"] == pytest.approx(c, abs=1e-3)
+    for p in report["points"]:
+        assert p["predicted_us"] == pytest.approx(p["unit_sum_us"] - c * (p["units"] - 1), abs=2e-3)
     assert (tmp_path / "v.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

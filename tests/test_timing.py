@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import onnx
@@ -428,3 +429,34 @@ def test_real_trtexec_times_a_conv_block(tmp_path: Path) -> None:
     backend = TrtexecBackend(tmp_path / "timing.cache")
     assert backend.binary == shutil.which("trtexec")
     assert_sane(backend.measure(conv_job(tmp_path, "fp16"), FAST), FAST.runs)
+
+
+def test_canary_rejects_a_slow_spell() -> None:
+    """The gate keeps a batch only if the canary ran near its fastest; a 2x slower canary fails it."""
+    from onnxnas.timing.canary import Canary
+
+    spin_ns = [200_000]
+
+    def workload() -> None:
+        end = time.perf_counter_ns() + spin_ns[0]
+        while time.perf_counter_ns() < end:
+            pass
+
+    canary = Canary(workload, tolerance=1.2, calibration_runs=5)
+    assert 200_000 <= canary.floor_ns < 240_000
+    assert canary.quiet()
+    spin_ns[0] = 400_000  # the machine now runs the same work at half speed
+    assert not canary.quiet()
+    spin_ns[0] = 200_000
+    assert canary.quiet()
+
+
+def test_pinned_cpus_restores_affinity() -> None:
+    from onnxnas.timing.onnxruntime import pinned_cpus
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    with pinned_cpus(1):
+        assert os.sched_getaffinity(0) == {max(before)}
+    assert os.sched_getaffinity(0) == before

@@ -28,6 +28,8 @@ class TimingProtocol:
     statistic: str = "median"
     batch_size: int = 1
     threads: int = 1  # CPU backends only
+    pin_cpus: bool = True  # CPU backends: run on the last `threads` allowed cores (CPU 0 takes interrupts)
+    canary_gate: bool = True  # CPU backends: keep samples taken at full machine speed (see timing/canary.py)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -7,8 +7,10 @@ are bound once through IOBinding, so a GPU provider times compute, not copies.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from onnx import TensorProto, helper
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
 from onnxnas.timing.base import PRECISIONS, Measurement, TimingJob, TimingProtocol
+from onnxnas.timing.canary import Canary, canary_model
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -27,6 +30,8 @@ PROVIDERS = {
 }
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 MAX_RUNS_FACTOR = 20  # stop after runs * this many samples even if min_time_s is not reached
+MAX_GATED_WAIT_S = 10.0  # how long the canary gate may wait for the machine to run at full speed
+GATE_EVERY = 8  # samples per canary check
 
 
 class OnnxRuntimeBackend:
@@ -39,6 +44,7 @@ class OnnxRuntimeBackend:
             raise OnnxNasError(f"threads must be >= 1, got {threads}", fix="pass a positive thread count")
         self.threads = threads
         self.provider = _resolve_provider(provider)
+        self._canary_gate: Canary | None = None
 
     def version(self) -> str:
         return f"{ort.__version__} ({self.provider})"
@@ -57,12 +63,21 @@ class OnnxRuntimeBackend:
                 f"the timing protocol asks for {protocol.threads} CPU threads but the backend runs {self.threads}",
                 fix="create OnnxRuntimeBackend(threads=protocol.threads)",
             )
+        on_cpu = self.provider == PROVIDERS["cpu"]
         try:
-            return time_calls(_bound_run(self._session(model), self.provider), protocol)
+            with pinned_cpus(self.threads if protocol.pin_cpus and on_cpu else 0):
+                canary = self._canary() if protocol.canary_gate and on_cpu else None
+                return time_calls(_bound_run(self._session(model), self.provider), protocol, canary)
         except OnnxNasError:
             raise
         except Exception as exc:  # ORT's exception types share no base but Exception
             raise _ort_error(exc, self.provider, where) from exc
+
+    def _canary(self) -> Canary:
+        """One canary per backend, so its full-speed floor carries over from key to key."""
+        if self._canary_gate is None:
+            self._canary_gate = Canary(_bound_run(self._session(canary_model()), self.provider))
+        return self._canary_gate
 
     def _session(self, model: str | bytes) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -126,21 +141,52 @@ def per_call_overhead(
     return backend._measure_model(model.SerializeToString(), protocol, where=f"Identity{tuple(input_shape)}")
 
 
-def time_calls(call: Callable[[], object], protocol: TimingProtocol) -> Measurement:
-    """Warm up, then time single blocking calls until both ``runs`` and ``min_time_s`` are met."""
+@contextlib.contextmanager
+def pinned_cpus(count: int) -> Iterator[None]:
+    """Run the calling thread (and threads it starts, e.g. ORT's pool) on the last ``count`` allowed cores.
+
+    Unpinned timings on a 2-core machine swung by up to 40% from session to session as the
+    thread moved onto the core that serves interrupts; pinned ones agree within ~1%.
+    ``count`` 0, or a platform without affinity, leaves scheduling alone.
+    """
+    if count <= 0 or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[-count:])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def time_calls(call: Callable[[], object], protocol: TimingProtocol, canary: Canary | None = None) -> Measurement:
+    """Warm up, then time single blocking calls until ``runs`` samples and ``min_time_s`` are kept.
+
+    With a ``canary``, samples come in batches of ``GATE_EVERY`` and a batch is kept only if
+    the canary timed right after it ran at full speed (slow spells last far longer than a
+    batch). Should the machine stay slow for ``MAX_GATED_WAIT_S``, every sample counts: the
+    result then describes the slower machine, which is still a real measurement.
+    """
     for _ in range(protocol.warmup_runs):
         call()
-    samples_us: list[float] = []
-    measured_ns = 0
-    min_ns = protocol.min_time_s * 1e9
+    kept_us: list[float] = []
+    every_us: list[float] = []
+    min_us = protocol.min_time_s * 1e6
     cap = max(protocol.runs, 1) * MAX_RUNS_FACTOR
-    while len(samples_us) < cap and (len(samples_us) < protocol.runs or measured_ns < min_ns):
-        start = time.perf_counter_ns()
-        call()
-        elapsed = time.perf_counter_ns() - start
-        measured_ns += elapsed
-        samples_us.append(elapsed / 1000.0)
-    return Measurement.from_samples(samples_us)
+    deadline = time.monotonic() + MAX_GATED_WAIT_S
+    while len(kept_us) < cap and (len(kept_us) < protocol.runs or sum(kept_us) < min_us):
+        batch = []
+        for _ in range(GATE_EVERY if canary else 1):
+            start = time.perf_counter_ns()
+            call()
+            batch.append((time.perf_counter_ns() - start) / 1000.0)
+        every_us += batch
+        if canary is None or canary.quiet():
+            kept_us += batch
+        elif time.monotonic() > deadline:
+            return Measurement.from_samples(every_us[:cap])
+    return Measurement.from_samples(kept_us[:cap])
 
 
 def _resolve_provider(provider: str | None) -> str:
