@@ -15,21 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import onnx
-from onnx import TensorProto, helper
 from tqdm import tqdm
 
 from onnxnas import __version__
 from onnxnas.blocks.builder import Head, build_block
 from onnxnas.blocks.spec import BlockSpec
 from onnxnas.errors import OnnxNasError
-from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME
 from onnxnas.fileio import atomic_write_bytes
 from onnxnas.lut.journal import Journal
 from onnxnas.lut.key import KeyedBlock, space_units, width_group
 from onnxnas.lut.table import FORMAT_VERSION, LatencyTable, LutEntry
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
+from onnxnas.timing.onnx_file import identity_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,18 +100,6 @@ def overhead_key(input_shape: Sequence[int], precision: str) -> str:
     return f"overhead:{'x'.join(map(str, input_shape))}:{precision}"
 
 
-def identity_onnx(input_shape: Sequence[int], precision: str) -> bytes:
-    """A one-node Identity model: timing it gives the fixed cost of one inference call."""
-    elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
-    graph = helper.make_graph([helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])], "overhead",
-                              [helper.make_tensor_value_info(INPUT_NAME, elem, list(input_shape))],
-                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, list(input_shape))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 def units_to_measure(units: Sequence[KeyedBlock], every: int) -> list[KeyedBlock]:
     """With ``every`` > 1, time every ``every``-th hidden width of each group plus both ends;
     the widths between are interpolated at compaction and flagged in the table."""
@@ -160,7 +146,7 @@ def _overhead_job(config: BuildConfig) -> TimingJob:
     key = overhead_key(shape, config.precision)
     path = config.cache_dir / f"overhead-{'x'.join(map(str, shape))}.onnx"
     if not path.exists():
-        atomic_write_bytes(path, identity_onnx(shape, config.precision))
+        atomic_write_bytes(path, identity_model(shape, config.precision))
     return TimingJob(key, lambda: None, shape, config.precision, path)  # type: ignore[arg-type,return-value]
 
 

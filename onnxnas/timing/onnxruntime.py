@@ -14,14 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from onnxnas.errors import OnnxNasError
-from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
-from onnxnas.timing.base import PRECISIONS, Measurement, TimingJob, TimingProtocol
+from onnxnas.timing.base import Measurement, TimingProtocol
 from onnxnas.timing.canary import Canary, canary_model
+from onnxnas.timing.onnx_file import OnnxFileBackend
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -34,7 +32,7 @@ MAX_GATED_WAIT_S = 10.0  # how long the canary gate may wait for the machine to 
 GATE_EVERY = 8  # samples per canary check
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(OnnxFileBackend):
     """Times ONNX models with ONNX Runtime: warm-up, then per-call wall time, median."""
 
     name = "onnxruntime"
@@ -49,13 +47,8 @@ class OnnxRuntimeBackend:
     def version(self) -> str:
         return f"{ort.__version__} ({self.provider})"
 
-    def measure(self, job: TimingJob, protocol: TimingProtocol) -> Measurement:
-        return self.measure_onnx(export_job(job), protocol)
-
-    def measure_onnx(self, onnx_path: Path, protocol: TimingProtocol) -> Measurement:
-        if not Path(onnx_path).is_file():
-            raise OnnxNasError("ONNX model not found", where=str(onnx_path), fix="export the model first")
-        return self._measure_model(str(onnx_path), protocol, where=str(onnx_path))
+    def _measure(self, onnx_path: Path, protocol: TimingProtocol, precision: str) -> Measurement:
+        return self._measure_model(str(onnx_path), protocol, where=str(onnx_path))  # precision is in the graph
 
     def _measure_model(self, model: str | bytes, protocol: TimingProtocol, where: str) -> Measurement:
         if protocol.threads != self.threads:
@@ -92,53 +85,6 @@ class OnnxRuntimeBackend:
                                f"{', '.join(session.get_providers())})",
                                fix="check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")
         return session
-
-
-def export_job(job: TimingJob) -> Path:
-    """Export the job's ONNX once, in the job's precision; the file is the cache.
-
-    int8 must come from explicit QuantizeLinear/DequantizeLinear nodes (the only INT8
-    TensorRT 11 accepts); without them every backend would time fp16/fp32 kernels
-    under an int8 label, so that is refused.
-    """
-    path = Path(job.onnx_path)
-    if not path.exists():
-        export_onnx(job.build_module(), job.input_shape, path, job.precision)
-    if job.precision == "int8":
-        ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-        if "QuantizeLinear" not in ops:
-            raise OnnxNasError("int8 timing needs explicit Q/DQ nodes and the exported block has none",
-                               where=str(path), fix="quantize the block (QDQ) before timing, or time fp16")
-    return path
-
-
-def per_call_overhead(
-    input_shape: tuple[int, ...],
-    dtype: str = "fp32",
-    protocol: TimingProtocol | None = None,
-    *,
-    backend: OnnxRuntimeBackend | None = None,
-) -> Measurement:
-    """Time a one-node Identity model at ``input_shape``: the fixed cost of one call.
-
-    A sum of N block timings holds N such overheads while an end-to-end run holds
-    one, so the LUT subtracts the surplus when it calibrates against whole networks.
-    ``dtype`` is a precision name (``fp32``/``fp16``/``int8``, int8 having fp32 I/O).
-    """
-    if dtype not in PRECISIONS:
-        raise OnnxNasError(f"unknown precision {dtype!r}", fix=f"use one of: {', '.join(PRECISIONS)}")
-    protocol = protocol or TimingProtocol()
-    backend = backend or OnnxRuntimeBackend(threads=protocol.threads)
-    elem = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
-    graph = helper.make_graph(
-        [helper.make_node("Identity", [INPUT_NAME], [OUTPUT_NAME])],
-        "per_call_overhead",
-        [helper.make_tensor_value_info(INPUT_NAME, elem, list(input_shape))],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem, list(input_shape))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # what opset 17 needs; keeps older runtimes able to load it
-    return backend._measure_model(model.SerializeToString(), protocol, where=f"Identity{tuple(input_shape)}")
 
 
 @contextlib.contextmanager

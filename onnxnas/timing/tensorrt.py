@@ -17,8 +17,8 @@ import torch
 
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_bytes
-from onnxnas.timing.base import PRECISIONS, Measurement, TimingJob, TimingProtocol
-from onnxnas.timing.onnxruntime import export_job
+from onnxnas.timing.base import PRECISIONS, Measurement, TimingProtocol
+from onnxnas.timing.onnx_file import OnnxFileBackend
 from onnxnas.timing.torch_cuda import require_cuda, time_cuda
 
 INSTALL_FIX = "pip install onnxnas[tensorrt]"
@@ -48,7 +48,7 @@ def precision_flags(precision: str, major: int) -> tuple[str, ...]:
     return ("FP16",) if precision == "fp16" else ("FP16", "INT8")  # int8 keeps fp16 for unquantized layers
 
 
-class TensorRTBackend:
+class TensorRTBackend(OnnxFileBackend):
     """Builds one engine per ONNX file and times its GPU compute with CUDA events.
 
     Use as a context manager (or call :meth:`close`) so the shared timing cache is saved.
@@ -68,7 +68,7 @@ class TensorRTBackend:
         self._trt = import_tensorrt()
         require_cuda("the tensorrt backend")
         precision_flags(precision, 11)  # validates the name
-        self.precision = precision  # for measure_onnx; measure() uses the job's precision
+        self.precision = precision
         self.timing_cache = Path(timing_cache) if timing_cache is not None else None
         self.device = torch.device("cuda", device)
         self.workspace_mib = workspace_mib
@@ -83,14 +83,6 @@ class TensorRTBackend:
 
     def version(self) -> str:
         return str(self._trt.__version__)
-
-    def measure(self, job: TimingJob, protocol: TimingProtocol) -> Measurement:
-        return self._measure(export_job(job), protocol, job.precision)
-
-    def measure_onnx(self, onnx_path: Path, protocol: TimingProtocol) -> Measurement:
-        if not Path(onnx_path).is_file():
-            raise OnnxNasError("ONNX model not found", where=str(onnx_path), fix="export the model first")
-        return self._measure(Path(onnx_path), protocol, self.precision)
 
     def measure_engine(self, engine_path: Path, protocol: TimingProtocol) -> Measurement:
         """Time a serialized plan as shipped (finalize's model.engine), without rebuilding it."""

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onnxnas.errors import OnnxNasError
-from onnxnas.timing.base import Measurement, TimingJob, TimingProtocol
-from onnxnas.timing.onnxruntime import export_job
+from onnxnas.timing.base import Measurement, TimingProtocol
+from onnxnas.timing.onnx_file import OnnxFileBackend
 from onnxnas.timing.tensorrt import major_version, precision_flags
 
 INSTALL_FIX = "install TensorRT and put the folder holding trtexec on PATH, or use --backend tensorrt"
@@ -74,7 +74,7 @@ def parse_trtexec_version(text: str) -> str:
     return f"{major}.{minor}.{patch}"
 
 
-class TrtexecBackend:
+class TrtexecBackend(OnnxFileBackend):
     """Runs ``trtexec`` once per ONNX model and parses its performance summary."""
 
     name = "trtexec"
@@ -95,7 +95,7 @@ class TrtexecBackend:
         precision_flags(precision, 11)  # validates the name
         self.binary = found
         self.timing_cache = Path(timing_cache) if timing_cache is not None else None
-        self.precision = precision  # for measure_onnx; measure() uses the job's precision
+        self.precision = precision
         self.warmup_ms = warmup_ms  # trtexec warms up for a time, not a number of runs
         self.extra_args = tuple(extra_args)
         self.timeout_s = timeout_s
@@ -125,14 +125,6 @@ class TrtexecBackend:
         if self.timing_cache is not None:
             args.append(f"--timingCacheFile={self.timing_cache}")
         return [*args, *self.extra_args]
-
-    def measure(self, job: TimingJob, protocol: TimingProtocol) -> Measurement:
-        return self._measure(export_job(job), protocol, job.precision)
-
-    def measure_onnx(self, onnx_path: Path, protocol: TimingProtocol) -> Measurement:
-        if not Path(onnx_path).is_file():
-            raise OnnxNasError("ONNX model not found", where=str(onnx_path), fix="export the model first")
-        return self._measure(Path(onnx_path), protocol, self.precision)
 
     def _measure(self, onnx_path: Path, protocol: TimingProtocol, precision: str) -> Measurement:
         if self.timing_cache is not None:
