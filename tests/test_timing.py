@@ -448,11 +448,11 @@ def test_canary_rejects_a_slow_spell() -> None:
 
     canary = Canary(workload, tolerance=1.2, calibration_runs=5)
     assert 200_000 <= canary.floor_ns < 240_000
-    assert canary.quiet()
-    spin_ns[0] = 400_000  # the machine now runs the same work at half speed
-    assert not canary.quiet()
+    assert any(canary.quiet() for _ in range(10))  # any one check may be preempted; most are not
+    spin_ns[0] = 400_000  # the machine now runs the same work at half speed: no check can pass
+    assert not any(canary.quiet() for _ in range(10))
     spin_ns[0] = 200_000
-    assert canary.quiet()
+    assert any(canary.quiet() for _ in range(10))
 
 
 def test_pinned_cpus_restores_affinity() -> None:
