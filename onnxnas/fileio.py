@@ -5,6 +5,7 @@ A reader (or a killed writer) never sees a half-written artefact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -65,3 +66,12 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     except json.JSONDecodeError as exc:
         raise OnnxNasError(f"malformed {what} at line {exc.lineno} column {exc.colno}: {exc.msg}",
                            where=str(source), fix="repair or regenerate the file") from exc
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (engines and ONNX files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxNasError(f"--num-classes must be >= 1, got {args.num_classes}")
     out = args.out
     if out is None:
-        from onnxnas.timing.devices import resolve_device
+        from onnxnas.timing.devices import device_spec
 
-        spec, _ = resolve_device(args.device, force=args.force_device)
+        spec = device_spec(args.device)  # names the file; make_backend below checks the hardware once
         out = default_out(space.name, spec.name, args.backend or spec.default_backend, precision, shard)
     if out.is_dir():
         raise OnnxNasError("--out is a directory", where=str(out), fix="pass a file path ending in .json")

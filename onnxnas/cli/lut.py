@@ -84,19 +84,15 @@ def run_show(args: argparse.Namespace) -> int:
 
 def backend_from_header(table: LatencyTable) -> tuple[TimingBackend, TimingProtocol]:
     """The backend and protocol a table was built with, so validation measures like the build did."""
-    from onnxnas.timing.devices import get_backend, resolve_device
+    from onnxnas.timing.devices import backend_for
 
     h = table.header
     device = h.get("device", {})
-    spec, _ = resolve_device(device.get("name", "cpu"), force=bool(device.get("forced")))
     protocol = TimingProtocol(**h["protocol"])
-    name = h["backend"]["name"]
-    options: dict[str, object] = {}
-    if name == "onnxruntime":
-        options["threads"] = protocol.threads
-    elif name in ("tensorrt", "trtexec"):
-        options.update(precision=table.precision, timing_cache=Path(table.source).with_suffix(".timing.cache"))
-    return get_backend(name, spec, **options), protocol
+    backend, _ = backend_for(device.get("name", "cpu"), h["backend"]["name"], force=bool(device.get("forced")),
+                             threads=protocol.threads, precision=table.precision,
+                             timing_cache=Path(table.source).with_suffix(".timing.cache"))
+    return backend, protocol
 
 
 def run_validate(args: argparse.Namespace) -> int:

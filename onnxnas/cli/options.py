@@ -49,15 +49,7 @@ def check_precision(precision: str) -> str:
 
 def make_backend(args: argparse.Namespace, timing_cache: Path) -> tuple[TimingBackend, dict[str, Any]]:
     """Resolve --device/--force-device/--backend into a backend and the header's device record."""
-    from onnxnas.timing.devices import get_backend, resolve_device
+    from onnxnas.timing.devices import backend_for
 
-    precision = check_precision(args.precision)
-    spec, hardware = resolve_device(args.device, force=args.force_device)
-    name = args.backend or spec.default_backend
-    options: dict[str, Any] = {}
-    if name == "onnxruntime":
-        options["threads"] = args.threads
-    elif name in ("tensorrt", "trtexec"):
-        options.update(timing_cache=timing_cache, precision=precision)
-    backend = get_backend(name, spec, **options)
-    return backend, {"name": spec.name, **hardware}
+    return backend_for(args.device, args.backend, force=args.force_device, threads=args.threads,
+                       precision=check_precision(args.precision), timing_cache=timing_cache)

@@ -19,10 +19,10 @@ import onnx
 from torch import nn
 
 from onnxnas import __version__
-from onnxnas.deploy.artefacts import MANIFEST_FILE, sha256
+from onnxnas.deploy.artefacts import MANIFEST_FILE
 from onnxnas.deploy.concrete import FLOAT_BITS, bits_for
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import atomic_write_json, read_json
+from onnxnas.fileio import atomic_write_json, file_sha256, read_json
 
 MANIFEST_VERSION = 1
 _PACKAGES = ("torch", "onnx", "onnxruntime", "onnx-ir", "onnxscript", "polygraphy", "tensorrt")
@@ -76,7 +76,7 @@ def size_report(module: nn.Module, bits: dict[str, int], precision: str, params:
 
 
 def file_record(path: Path) -> dict[str, Any]:
-    return {"path": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
+    return {"path": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onnxnas.deploy.artefacts import ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUTS_FILE, sha256
+from onnxnas.deploy.artefacts import ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUTS_FILE
 from onnxnas.deploy.engine import tensorrt_available
 from onnxnas.deploy.manifest import read_manifest
 from onnxnas.deploy.runtime import open_runner
 from onnxnas.deploy.verify import VerificationReport, compare, load_reference, run_runners
 from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import file_sha256
 
 
 def verify_folder(folder: Path, provider: str = "cpu") -> tuple[VerificationReport, list[str]]:
@@ -31,7 +32,7 @@ def verify_folder(folder: Path, provider: str = "cpu") -> tuple[VerificationRepo
         if not path.is_file():
             raise OnnxNasError(f"{name} is listed in the manifest but missing", where=str(folder),
                                fix="ship the whole folder, or rerun 'onnxnas finalize'")
-        if sha256(path) != record.get("sha256"):
+        if file_sha256(path) != record.get("sha256"):
             raise OnnxNasError(f"{name} differs from the file finalize wrote (sha256 mismatch)", where=str(path),
                                fix="restore the original file, or rerun 'onnxnas finalize'")
     inputs, results = load_reference(folder / INPUTS_FILE, folder / OUTPUTS_FILE)

@@ -88,6 +88,15 @@ class BuildConfig:
         }
 
     @property
+    def overhead_key(self) -> str:
+        """Key of the Identity probe at the network input, which measures one call's fixed cost."""
+        return overhead_key(self.overhead_shape, self.precision)
+
+    @property
+    def overhead_shape(self) -> tuple[int, int, int, int]:
+        return (self.protocol.batch_size, self.space.in_chs, self.space.resolution, self.space.resolution)
+
+    @property
     def journal_path(self) -> Path:
         return self.out.with_name(self.out.name + ".journal.jsonl")
 
@@ -142,12 +151,11 @@ def _measure(job: TimingJob, config: BuildConfig) -> LutEntry:
 
 
 def _overhead_job(config: BuildConfig) -> TimingJob:
-    shape = (config.protocol.batch_size, config.space.in_chs, config.space.resolution, config.space.resolution)
-    key = overhead_key(shape, config.precision)
+    shape = config.overhead_shape
     path = config.cache_dir / f"overhead-{'x'.join(map(str, shape))}.onnx"
     if not path.exists():
         atomic_write_bytes(path, identity_model(shape, config.precision))
-    return TimingJob(key, lambda: None, shape, config.precision, path)  # type: ignore[arg-type,return-value]
+    return TimingJob(config.overhead_key, lambda: None, shape, config.precision, path)  # type: ignore[arg-type,return-value]
 
 
 def _done_in_existing_table(config: BuildConfig) -> dict[str, LutEntry]:
@@ -189,9 +197,8 @@ def build_lut(config: BuildConfig, *, progress: bool = True) -> LatencyTable:
 def compact(config: BuildConfig, done: dict[str, LutEntry], unit_keys: Sequence[str]) -> LatencyTable:
     """Write the table atomically: header, measured entries, interpolated widths, counts."""
     header = config.header()
-    shape = _overhead_job(config).input_shape
-    overhead = done.get(overhead_key(shape, config.precision))
-    header["calibration"] = {"overhead_key": overhead_key(shape, config.precision),
+    overhead = done.get(config.overhead_key)
+    header["calibration"] = {"overhead_key": config.overhead_key,
                              "per_call_overhead_us": overhead.median_us if overhead and overhead.ok else 0.0}
     table = LatencyTable(header, dict(done), str(config.out))
     table.fill_widths(unit_keys)

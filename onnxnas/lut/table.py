@@ -8,14 +8,13 @@ fills them.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import atomic_write_json
+from onnxnas.fileio import atomic_write_json, read_json
 from onnxnas.lut.key import KeyedBlock, arch_units, width_group
 
 FORMAT_VERSION = 1
@@ -62,8 +61,6 @@ class LatencyTable:
     # ---- files -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
-        from onnxnas.fileio import read_json
-
         data = read_json(path, "latency table")
         source = str(path)
         if not isinstance(data, dict) or "header" not in data or "entries" not in data:
@@ -169,6 +166,3 @@ class LatencyTable:
         return {"entries": len(values), "measured": sum(e.ok and not e.interpolated for e in values),
                 "interpolated": sum(e.interpolated for e in values), "failed": sum(not e.ok for e in values)}
 
-
-def dumps_entry(key: str, entry: LutEntry) -> str:
-    return json.dumps({"key": key, **entry.to_dict()}, sort_keys=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tqdm import tqdm
 from onnxnas.arch import Arch
 from onnxnas.data import DataSplits
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import atomic_write_text
+from onnxnas.fileio import atomic_write_text, file_sha256
 from onnxnas.lut.table import LatencyTable
 from onnxnas.search.checkpoint import load_search_state, save_search_state, save_weights
 from onnxnas.search.config import PrunetConfig
@@ -148,7 +147,7 @@ def _finish(job: SearchJob, trainer: SearchTrainer, out: Path) -> VariantResult:
     search_loss = next(m["arch_loss"] for m in reversed(trainer.metrics) if m["arch_loss"] is not None)
     arch = dataclasses.replace(arch, provenance={
         "method": "prunet", "hyperparameters": cfg.to_dict(),
-        "lut": {"path": str(job.lut_path), "sha256": hashlib.sha256(job.lut_path.read_bytes()).hexdigest()},
+        "lut": {"path": str(job.lut_path), "sha256": file_sha256(job.lut_path)},
         "predicted_latency_us": predicted, "search_loss": search_loss, "seed": cfg.seed,
         "checkpoint": "weights.pt", "dataset": job.data.name, "world_size": job.ctx.world_size,
     })

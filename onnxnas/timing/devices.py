@@ -91,15 +91,21 @@ def detect_hardware() -> dict[str, Any]:
     return info
 
 
+def device_spec(name: str) -> DeviceSpec:
+    """The registry entry for ``name`` (no hardware check); an unknown name lists the valid ones."""
+    spec = DEVICES.get(name.lower())
+    if spec is None:
+        raise choice_error("device", name, tuple(DEVICES))
+    return spec
+
+
 def resolve_device(name: str, force: bool = False) -> tuple[DeviceSpec, dict[str, Any]]:
     """Look up ``name`` and check the machine has it; returns the spec and the detected hardware.
 
     The returned dict has ``requested`` and ``forced`` (true when the hardware did not
     match and ``force`` let it through).
     """
-    spec = DEVICES.get(name.lower())
-    if spec is None:
-        raise choice_error("device", name, tuple(DEVICES))
+    spec = device_spec(name)
     hardware = detect_hardware()
     matched = spec.matches(hardware)
     if not matched and not force:
@@ -125,6 +131,23 @@ def get_backend(name: str, device: DeviceSpec, **options: Any) -> TimingBackend:
         return OnnxRuntimeBackend(**options)
     factories = {"tensorrt": TensorRTBackend, "trtexec": TrtexecBackend, "torch-cuda": TorchCudaBackend}
     return factories[name](**options)
+
+
+def backend_for(device: str, backend: str | None, *, force: bool = False, threads: int = 1, precision: str = "fp32",
+                timing_cache: Path | None = None) -> tuple[TimingBackend, dict[str, Any]]:
+    """Backend ``backend`` (default: the device's) for a checked device, with the options each kind takes.
+
+    Returns the backend and the device record a LUT header stores. build-lut, bench, finalize
+    and lut validate (rebuilding a table's backend from its header) all go through here.
+    """
+    spec, hardware = resolve_device(device, force=force)
+    name = backend or spec.default_backend
+    options: dict[str, Any] = {}
+    if name == "onnxruntime":
+        options["threads"] = threads
+    elif name in ("tensorrt", "trtexec"):
+        options.update(timing_cache=timing_cache, precision=precision)
+    return get_backend(name, spec, **options), {"name": spec.name, **hardware}
 
 
 def _describe(hardware: dict[str, Any]) -> str:
