@@ -15,10 +15,10 @@ from typing import Any
 from onnxnas.blocks.spec import ACTIVATIONS, BLOCK_TYPES, IRB_TYPES, BlockSpec, HeadSpec
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json, read_json
+from onnxnas.schema import MAX_CHANNELS, MAX_CLASSES, MAX_KERNEL, MAX_LAYERS, MAX_RESOLUTION, MAX_STRIDE, Fields
 from onnxnas.space.spec import SearchSpace
 
 SCHEMA_VERSION = 1
-_LAYER_FIELDS = {f.name: f for f in dataclasses.fields(BlockSpec)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,107 +74,74 @@ class Arch:
         return atomic_write_json(path, self.to_dict())
 
 
-class _Reader:
-    """Path-aware typed access for arch.json (errors read '$.layers[2].stride: ...')."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, message: str, fix: str | None = None) -> OnnxNasError:
-        return OnnxNasError(f"{path}: {message}", where=self.source, fix=fix)
-
-    def mapping(self, value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected an object, got {type(value).__name__}")
-        return value
-
-    def field(self, data: dict[str, Any], name: str, path: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if name not in data:
-            if default is ...:
-                raise self.fail(f"{path}.{name}", "required field is missing", fix=f"add '{name}'")
-            return default
-        value = data[name]
-        bad_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
-        if not isinstance(value, kind) or bad_bool:
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(f"{path}.{name}", f"expected {names}, got {value!r}")
-        return value
-
-    def unknown(self, data: dict[str, Any], known: set[str], path: str) -> None:
-        extra = sorted(set(data) - known)
-        if extra:
-            raise self.fail(f"{path}.{extra[0]}", "unknown field", fix=f"remove it; known fields: {', '.join(sorted(known))}")
+_BLOCK_INTS = {"in_chs": MAX_CHANNELS, "out_chs": MAX_CHANNELS, "stride": MAX_STRIDE, "kernel_size": MAX_KERNEL,
+               "hidden_chs": MAX_CHANNELS, "weight_bits": 32}
 
 
-def _block(r: _Reader, value: Any, path: str) -> BlockSpec:
-    data = r.mapping(value, path)
-    r.unknown(data, set(_LAYER_FIELDS), path)
-    kind = r.field(data, "type", path, str)
+def _block(value: Any, path: str, source: str) -> BlockSpec:
+    f = Fields(value, path, source)
+    kind = f.string("type")
     if kind not in BLOCK_TYPES:
-        raise r.fail(f"{path}.type", f"unknown block type {kind!r}", fix=f"use one of: {', '.join(BLOCK_TYPES)}")
-    required = ("in_chs", "out_chs")
-    positive = {name: r.field(data, name, path, int, ... if name in required else None)
-                for name in (*required, "stride", "kernel_size", "hidden_chs", "weight_bits")}
-    for name, number in positive.items():
-        if number is not None and number < 1:
-            raise r.fail(f"{path}.{name}", f"expected a positive integer, got {number}")
-    act = r.field(data, "act", path, str, "relu")
+        raise f.fail("type", f"unknown block type {kind!r}", fix=f"use one of: {', '.join(BLOCK_TYPES)}")
+    given = {name: f.integer(name, ... if name in ("in_chs", "out_chs") else None, high=high)
+             for name, high in _BLOCK_INTS.items()}
+    act = f.string("act", "relu")
     if act not in ACTIVATIONS:
-        raise r.fail(f"{path}.act", f"unknown activation {act!r}", fix=f"use one of: {', '.join(ACTIVATIONS)}")
-    fractions = {name: float(r.field(data, name, path, (int, float), 1.0)) for name in ("nonzero_fraction", "width_fraction")}
-    for name, fraction in fractions.items():
-        if not 0 < fraction <= 1:
-            raise r.fail(f"{path}.{name}", f"expected a fraction in (0, 1], got {fraction}")
-    if kind in IRB_TYPES and positive["hidden_chs"] is None:
-        raise r.fail(f"{path}.hidden_chs", f"required for a {kind} block", fix="add 'hidden_chs'")
-    if kind != "skip" and positive["kernel_size"] is None:
-        raise r.fail(f"{path}.kernel_size", "required field is missing", fix="add 'kernel_size'")
-    given = {k: v for k, v in positive.items() if v is not None}
-    return BlockSpec(type=kind, act=act, se=r.field(data, "se", path, bool, False), **given, **fractions)
+        raise f.fail("act", f"unknown activation {act!r}", fix=f"use one of: {', '.join(ACTIVATIONS)}")
+    fractions = {name: f.number(name, 1.0, low=0.0, high=1.0, low_open=True)
+                 for name in ("nonzero_fraction", "width_fraction")}
+    if kind in IRB_TYPES and given["hidden_chs"] is None:
+        raise f.fail("hidden_chs", f"required for a {kind} block", fix="add 'hidden_chs'")
+    if kind != "skip" and given["kernel_size"] is None:
+        raise f.fail("kernel_size", "required field is missing", fix="add 'kernel_size'")
+    spec = BlockSpec(type=kind, act=act, se=f.boolean("se", False),
+                     **{k: v for k, v in given.items() if v is not None}, **fractions)
+    f.done()
+    return spec
 
 
 def arch_from_dict(data: Any, source: str = "arch.json") -> Arch:
     """Validate a parsed arch.json document (schema only; see :func:`check_fits_space`)."""
-    r = _Reader(source)
-    top = r.mapping(data, "$")
-    version = top.get("schema_version")
+    top = Fields(data, "$", source)
+    version = top.get("schema_version", None)
     if version != SCHEMA_VERSION:
-        raise r.fail("$.schema_version", f"unsupported schema version {version!r}",
-                     fix=f"this onnxnas reads version {SCHEMA_VERSION}")
-    r.unknown(top, {"schema_version", "space", "space_hash", "resolution", "in_chs", "stem", "layers", "head", "provenance"}, "$")
-    layers = r.field(top, "layers", "$", list)
-    head = r.mapping(r.field(top, "head", "$", dict), "$.head")
-    r.unknown(head, {f.name for f in dataclasses.fields(HeadSpec)}, "$.head")
+        raise top.fail("schema_version", f"unsupported schema version {version!r}",
+                       fix=f"this onnxnas reads version {SCHEMA_VERSION}")
+    layers = top.list("layers", max_items=MAX_LAYERS)
+    head = top.object("head")
     arch = Arch(
-        space=r.field(top, "space", "$", str),
-        space_hash=r.field(top, "space_hash", "$", str, ""),
-        resolution=r.field(top, "resolution", "$", int),
-        in_chs=r.field(top, "in_chs", "$", int, 3),
-        stem=_block(r, top.get("stem"), "$.stem"),
-        layers=tuple(_block(r, layer, f"$.layers[{i}]") for i, layer in enumerate(layers)),
-        head=HeadSpec(in_chs=r.field(head, "in_chs", "$.head", int), hidden_chs=r.field(head, "hidden_chs", "$.head", int),
-                      num_classes=r.field(head, "num_classes", "$.head", int), act=r.field(head, "act", "$.head", str, "relu")),
-        provenance=r.field(top, "provenance", "$", dict, {}),
+        space=top.identifier("space"),
+        space_hash=top.string("space_hash", ""),
+        resolution=top.integer("resolution", high=MAX_RESOLUTION),
+        in_chs=top.integer("in_chs", 3, high=MAX_CHANNELS),
+        stem=_block(top.get("stem"), "$.stem", source),
+        layers=tuple(_block(layer, f"$.layers[{i}]", source) for i, layer in enumerate(layers)),
+        head=HeadSpec(in_chs=head.integer("in_chs", high=MAX_CHANNELS), hidden_chs=head.integer("hidden_chs", high=MAX_CHANNELS),
+                      num_classes=head.integer("num_classes", high=MAX_CLASSES),
+                      act=head.string("act", "relu", choices=ACTIVATIONS)),
+        provenance=top.object("provenance", {}).data,
     )
-    _check_chain(r, arch)
+    head.done()
+    top.done()
+    _check_chain(top, arch)
     return arch
 
 
-def _check_chain(r: _Reader, arch: Arch) -> None:
+def _check_chain(r: Fields, arch: Arch) -> None:
     """Channels must chain from stem through layers to head; skips must keep the shape."""
     chs = arch.stem.out_chs
     if arch.stem.in_chs != arch.in_chs:
-        raise r.fail("$.stem.in_chs", f"is {arch.stem.in_chs} but in_chs is {arch.in_chs}")
+        raise r.fail("stem.in_chs", f"is {arch.stem.in_chs} but in_chs is {arch.in_chs}")
     for i, layer in enumerate(arch.layers):
         if layer.in_chs != chs:
-            raise r.fail(f"$.layers[{i}].in_chs", f"is {layer.in_chs} but the previous layer outputs {chs} channels")
+            raise r.fail(f"layers[{i}].in_chs", f"is {layer.in_chs} but the previous layer outputs {chs} channels")
         if layer.type == "skip" and (layer.stride != 1 or layer.in_chs != layer.out_chs):
-            raise r.fail(f"$.layers[{i}]", "a skip must keep the shape (stride 1, in_chs == out_chs)")
+            raise r.fail(f"layers[{i}]", "a skip must keep the shape (stride 1, in_chs == out_chs)")
         if layer.type == "ds" and layer.hidden_chs != layer.in_chs:
-            raise r.fail(f"$.layers[{i}].hidden_chs", f"a ds block's hidden_chs equals in_chs ({layer.in_chs})")
+            raise r.fail(f"layers[{i}].hidden_chs", f"a ds block's hidden_chs equals in_chs ({layer.in_chs})")
         chs = layer.out_chs
     if arch.head.in_chs != chs:
-        raise r.fail("$.head.in_chs", f"is {arch.head.in_chs} but the last layer outputs {chs} channels")
+        raise r.fail("head.in_chs", f"is {arch.head.in_chs} but the last layer outputs {chs} channels")
 
 
 def load_arch(path: str | Path) -> Arch:

@@ -39,10 +39,10 @@ def test_compression_fields_default_to_dense_fp32(gpunet1: dict) -> None:
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(schema_version=9), "$.schema_version: unsupported schema version 9"),
     (lambda d: d["layers"][3].pop("hidden_chs"), "$.layers[3].hidden_chs: required for a fused_irb block"),
-    (lambda d: d["layers"][3].update(stride="2"), "$.layers[3].stride: expected int, got '2'"),
+    (lambda d: d["layers"][3].update(stride="2"), "$.layers[3].stride: expected an integer, got '2'"),
     (lambda d: d["layers"][3].update(type="mbconv"), "$.layers[3].type: unknown block type 'mbconv'"),
     (lambda d: d["layers"][0].update(act="gelu"), "$.layers[0].act: unknown activation 'gelu'"),
-    (lambda d: d["layers"][2].update(nonzero_fraction=1.5), "$.layers[2].nonzero_fraction: expected a fraction"),
+    (lambda d: d["layers"][2].update(nonzero_fraction=1.5), "$.layers[2].nonzero_fraction: expected a number in (0, 1], got 1.5"),
     (lambda d: d["layers"][4].update(in_chs=32), "$.layers[4].in_chs: is 32 but the previous layer outputs 64"),
     (lambda d: d["head"].update(in_chs=1), "$.head.in_chs: is 1 but the last layer outputs 448"),
     (lambda d: d.update(extra=1), "$.extra: unknown field"),

@@ -206,7 +206,7 @@ def test_a_wider_checkpoint_ships_at_the_arch_widths(tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda a: a["layers"][1].update(hidden_chs="x"), r"\$.layers\[1\].hidden_chs: expected int, got 'x'"),
+    (lambda a: a["layers"][1].update(hidden_chs="x"), r"\$.layers\[1\].hidden_chs: expected an integer, got 'x'"),
     (lambda a: a["layers"][0].update(type="transformer"), r"\$.layers\[0\].type: unknown block type 'transformer'"),
     (lambda a: a["layers"][1].update(hidden_chs=40), r"layer 1: hidden_chs 40 is not a searchable width"),
     (lambda a: a["layers"].__setitem__(1, {"type": "skip", "in_chs": 16, "out_chs": 24, "stride": 2}),

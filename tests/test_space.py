@@ -49,7 +49,7 @@ def test_space_hash_changes_with_content(tmp_path: Path) -> None:
     (lambda d: d["stages"][0].update(type="mbconv"), "stages[0].type: expected one of conv, ds, fused_irb, irb"),
     (lambda d: d["stages"][0].update(colour="red"), "stages[0].colour: unknown field"),
     (lambda d: d.pop("resolution"), "resolution: required field is missing"),
-    (lambda d: d["stem"].update(out_chs=0), "stem.out_chs: expected an integer >= 1"),
+    (lambda d: d["stem"].update(out_chs=0), "stem.out_chs: expected an integer in [1, 16384], got 0"),
     (lambda d: d["stages"][1].pop("max_expansion"), "stages[1]: an fused_irb stage needs exactly one of"),
 ])
 def test_malformed_space_names_file_and_field(tmp_path: Path, mutate, message: str) -> None:
