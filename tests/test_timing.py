@@ -113,25 +113,14 @@ def test_fp16_block_runs_on_the_cpu_provider(tmp_path: Path) -> None:
     assert OnnxRuntimeBackend().measure_onnx(probe, FAST).median_us > 0
 
 
-class QdqConv(torch.nn.Module):
-    """A conv whose input and weight are fake-quantized: exports QuantizeLinear/DequantizeLinear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(16, 32, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.fake_quantize_per_tensor_affine(x, 0.05, 0, -128, 127)
-        w = torch.fake_quantize_per_tensor_affine(self.conv.weight, 0.01, 0, -128, 127)
-        return torch.nn.functional.conv2d(x, w, self.conv.bias, padding=1)
-
-
-def test_int8_is_timed_only_with_qdq_nodes(tmp_path: Path) -> None:
-    with pytest.raises(OnnxNasError, match="int8 timing needs explicit Q/DQ nodes"):
-        OnnxRuntimeBackend().measure(conv_job(tmp_path, "int8"), FAST)
-    job = TimingJob("qconv", QdqConv, SHAPE, "int8", tmp_path / "qconv.onnx")
+def test_int8_jobs_are_timed_as_they_deploy(tmp_path: Path) -> None:
+    job = conv_job(tmp_path, "int8")
     assert_sane(OnnxRuntimeBackend().measure(job, FAST), FAST.runs)
-    assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(job.onnx_path)).graph.node}
+    graph = onnx.load(str(job.onnx_path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "BatchNormalization" not in ops
+    int8_weights = [t for t in graph.initializer if t.data_type == TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) == sum(op == "Conv" for op in ops)  # every conv weight is an INT8 tensor
 
 
 def test_a_model_ort_cannot_run_raises_with_its_reason(tmp_path: Path) -> None:
@@ -316,11 +305,13 @@ def test_trtexec_failure_carries_its_stderr_tail(tmp_path: Path) -> None:
         TrtexecBackend(binary=str(script)).measure(conv_job(tmp_path), FAST)
 
 
-def test_int8_without_qdq_is_refused_before_building(tmp_path: Path) -> None:
+def test_int8_is_passed_to_trtexec_as_a_qdq_graph(tmp_path: Path) -> None:
     script = stand_in_trtexec(tmp_path / "bin", 100900, TRT10_REPORT)
-    with pytest.raises(OnnxNasError, match="needs explicit Q/DQ nodes"):
-        TrtexecBackend(binary=str(script)).measure(conv_job(tmp_path, "int8"), FAST)
-    assert not (tmp_path / "bin" / "args.txt").exists()
+    job = conv_job(tmp_path, "int8")
+    TrtexecBackend(binary=str(script)).measure(job, FAST)
+    args = (tmp_path / "bin" / "args.txt").read_text().split()
+    assert "--int8" in args and "--fp16" in args  # TensorRT 10: INT8 where Q/DQ say so, FP16 elsewhere
+    assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(job.onnx_path)).graph.node}
 
 
 def test_missing_trtexec_names_the_fix(tmp_path: Path) -> None:

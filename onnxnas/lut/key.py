@@ -25,22 +25,28 @@ class KeyedBlock:
 
 
 def block_key(spec: BlockSpec, in_hw: int, precision: str, batch: int = 1) -> str:
-    """e.g. ``irb:1x24x72x72:o64:k3:s2:h96:se1:swish:res0:fp32`` (+``:w4``, ``:nz0.5``)."""
+    """e.g. ``irb:1x24x72x72:o64:k3:s2:h96:se1:swish:res0:fp32``; int8 keys end in ``:w8``.
+
+    A key names what the deployed block computes with, not the arch's compression
+    fields: every weight of 1..8 bits deploys as an INT8 tensor and unstructured zeros
+    stay in it, so a 4-bit, 50%-sparse layer runs at its 8-bit dense key (DESIGN 13).
+    """
     if spec.type == "skip":
         raise ValueError("skip layers have no latency entry (they are removed from the graph)")
     parts = [spec.type, f"{batch}x{spec.in_chs}x{in_hw}x{in_hw}", f"o{spec.out_chs}", f"k{spec.kernel_size}",
              f"s{spec.stride}", f"h{spec.hidden_chs}", f"se{int(spec.se)}", spec.act, f"res{int(spec.has_residual)}",
-             precision]
-    if spec.weight_bits < 32:
-        parts.append(f"w{spec.weight_bits}")
-    if spec.nonzero_fraction < 1.0:
-        parts.append(f"nz{spec.nonzero_fraction:g}")
+             precision, *_container(precision)]
     return ":".join(parts)
+
+
+def _container(precision: str) -> list[str]:
+    """The weight container of an int8 deployment (INT8 for every bitwidth TensorRT and ORT run)."""
+    return ["w8"] if precision == "int8" else []
 
 
 def head_key(spec: HeadSpec, in_hw: int, precision: str, batch: int = 1) -> str:
     return ":".join(["head", f"{batch}x{spec.in_chs}x{in_hw}x{in_hw}", f"h{spec.hidden_chs}",
-                     f"c{spec.num_classes}", spec.act, precision])
+                     f"c{spec.num_classes}", spec.act, precision, *_container(precision)])
 
 
 def keyed_block(spec: BlockSpec, in_hw: int, precision: str, batch: int = 1) -> KeyedBlock:

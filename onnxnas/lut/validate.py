@@ -22,13 +22,13 @@ from scipy.stats import kendalltau
 from tqdm import tqdm
 
 from onnxnas.blocks.builder import build_model
-from onnxnas.export import export_onnx
 from onnxnas.fileio import atomic_write_bytes
 from onnxnas.lut.key import arch_units
 from onnxnas.lut.table import LatencyTable
 from onnxnas.space.choose import random_arch
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingProtocol
+from onnxnas.timing.onnx_file import export_for_timing
 
 
 def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -96,7 +96,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, backend: TimingBacke
     units = [arch_units(arch, table.precision, table.batch_size) for arch in archs]
     for arch_units_ in units:  # fail before any timing if the table cannot predict them
         table.require(u.key for u in arch_units_)
-    paths = [export_onnx(build_model(arch), arch.input_shape, workdir / f"validate-{index}.onnx", table.precision)
+    paths = [export_for_timing(build_model(arch), arch.input_shape, workdir / f"validate-{index}.onnx", table.precision)
              for index, arch in enumerate(archs)]
     measured = np.full(len(archs), np.inf)
     with tqdm(total=rounds * len(archs), desc="lut validate", unit="run", disable=not progress) as bar:

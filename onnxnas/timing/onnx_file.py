@@ -5,30 +5,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper
 
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+from onnxnas.fileio import atomic_write_bytes
 from onnxnas.timing.base import Measurement, TimingJob, TimingProtocol
 
 
 def export_job(job: TimingJob) -> Path:
-    """Export the job's ONNX once, in the job's precision; the file is the cache.
-
-    int8 must come from explicit QuantizeLinear/DequantizeLinear nodes (the only INT8
-    TensorRT 11 accepts); without them every backend would time fp16/fp32 kernels
-    under an int8 label, so that is refused.
-    """
+    """Export the job's ONNX once, in the job's precision; the file is the cache."""
     path = Path(job.onnx_path)
     if not path.exists():
-        export_onnx(job.build_module(), job.input_shape, path, job.precision)
-    if job.precision == "int8":
-        ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-        if "QuantizeLinear" not in ops:
-            raise OnnxNasError("int8 timing needs explicit Q/DQ nodes and the exported block has none",
-                               where=str(path), fix="quantize the block (QDQ) before timing, or time fp16")
+        export_for_timing(job.build_module(), job.input_shape, path, job.precision)
     return path
+
+
+def export_for_timing(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, precision: str) -> Path:
+    """Write the ONNX that timing at ``precision`` measures, for a block or a whole network.
+
+    int8 is timed as it deploys: the module goes through finalize's own pipeline (BN fold,
+    INT8 weights, calibrated activation Q/DQ), since INT8 comes only from explicit
+    QuantizeLinear/DequantizeLinear nodes (the only INT8 TensorRT 11 accepts) and their
+    placement decides which kernels run.
+    """
+    if precision == "int8":
+        return atomic_write_bytes(path, int8_onnx(module, input_shape).SerializeToString())
+    return export_onnx(module, input_shape, path, precision)
+
+
+def int8_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], batches: int = 4) -> onnx.ModelProto:
+    """``module`` at INT8 exactly as finalize deploys it, calibrated on seeded normal inputs.
+
+    Random inputs are enough for timing: the kernels ORT and TensorRT pick depend on
+    where the Q/DQ pairs sit, not on the scales' values.
+    """
+    from onnxnas.deploy.graph import deployable_onnx  # deploy builds on timing's neighbours; import late
+
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal(input_shape).astype(np.float32) for _ in range(batches)]
+    proto, _ = deployable_onnx(module, input_shape, "int8", {"": 8}, calibration)
+    return proto
 
 
 def identity_model(input_shape: Sequence[int], precision: str) -> bytes:
