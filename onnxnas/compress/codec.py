@@ -222,8 +222,8 @@ def decode(data: bytes, source: str = "compressed.bin") -> dict[str, np.ndarray]
 def entropy_coded_bytes(tensors: Sequence[QuantTensor]) -> int:
     """For information: the file's size with the non-zero values range-coded too.
 
-    Each tensor's codes use a categorical over their empirical histogram, whose 2^b counts
-    (u32 each) are charged; mask and headers as in :func:`encode`.
+    Each tensor's codes use a categorical over their empirical histogram, whose 2^b counts are
+    charged at ceil(log2(nnz + 1)) bits each; mask and headers as in :func:`encode`.
     """
     total = _FILE_HEAD.size + _CRC.size
     for tensor in tensors:
@@ -234,7 +234,7 @@ def entropy_coded_bytes(tensors: Sequence[QuantTensor]) -> int:
             histogram = np.bincount(codes, minlength=2**tensor.bits).astype(np.float64)
             encoder = constriction.stream.queue.RangeEncoder()
             encoder.encode(codes, constriction.stream.model.Categorical(histogram / nonzero.size, perfect=False))
-            total += 4 * encoder.num_words() + 4 * histogram.size
+            total += 4 * encoder.num_words() + math.ceil(histogram.size * nonzero.size.bit_length() / 8)
     return total
 
 
