@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from onnxnas.arch import Arch, check_fits_space, load_arch
-from onnxnas.deploy.artefacts import ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUTS_FILE, load_onnx, staging
+from onnxnas.deploy.artefacts import (COMPRESSED_FILE, ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUTS_FILE, load_onnx,
+                                      staging)
 from onnxnas.deploy.checkpoint import Checkpoint, load_checkpoint
+from onnxnas.deploy.compressed import compress_weights
 from onnxnas.deploy.concrete import ConcreteModel, build_concrete, layer_weight_bits, quantized_reference
 from onnxnas.deploy.engine import EngineOptions, build_engine, tensorrt_available
 from onnxnas.deploy.graph import deployable_onnx
@@ -77,6 +79,9 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
         load_onnx(onnx_path)
+        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (DESIGN section 7)
+        if compressed:
+            atomic_write_bytes(stage / COMPRESSED_FILE, compressed.data)
         engine = (build_engine(onnx_path, stage / ENGINE_FILE, options.precision,
                                dataclasses.replace(options.engine_options, sparse_weights=options.sparsity == "2:4"))
                   if want_engine else None)
@@ -90,8 +95,10 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
             "opset": OPSET,
             **io_signature(proto),
             "files": {"onnx": file_record(onnx_path), "engine": file_record(stage / ENGINE_FILE) if engine else None,
+                      "compressed": file_record(stage / COMPRESSED_FILE) if compressed else None,
                       "reference_inputs": INPUTS_FILE, "reference_outputs": OUTPUTS_FILE},
-            "size": size_report(concrete.module, bits, options.precision, stats.params, stats.macs, onnx_path),
+            "size": size_report(concrete.module, bits, options.precision, stats.params, stats.macs, onnx_path,
+                                compressed.to_dict() if compressed else None),
             "latency": {"lut": lut_prediction(arch, options.lut, options.precision),
                         "measured": measure(options.backend, timed, options.protocol) if options.backend else None,
                         "device": options.device},

@@ -26,7 +26,8 @@ ENGINE_FILE = "model.engine"
 MANIFEST_FILE = "manifest.json"
 INPUTS_FILE = "reference_inputs.json"
 OUTPUTS_FILE = "reference_outputs.json"
-ARTEFACTS = (ONNX_FILE, ENGINE_FILE, INPUTS_FILE, OUTPUTS_FILE, MANIFEST_FILE)  # manifest last: it marks completion
+COMPRESSED_FILE = "compressed.bin"
+ARTEFACTS = (ONNX_FILE, ENGINE_FILE, INPUTS_FILE, OUTPUTS_FILE, COMPRESSED_FILE, MANIFEST_FILE)  # manifest last: it marks completion
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

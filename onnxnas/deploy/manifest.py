@@ -51,13 +51,14 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
 
 
 def size_report(module: nn.Module, bits: dict[str, int], precision: str, params: int, macs: int,
-                onnx_path: Path) -> dict[str, Any]:
+                onnx_path: Path, compressed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parameters and MACs, bytes on disk, a deflate size, and the entropy bound of DESIGN section 7.
 
     The bound counts each conv/linear weight tensor as ``(b + H(s))`` bits per kept
     weight (``b`` its deployed bitwidth, ``s`` its real non-zero fraction); other
     parameters count at the float width. It is the size a 4-bit or sparse layer really
-    needs, which the INT8-on-a-coarser-grid ONNX does not show.
+    needs, which the INT8-on-a-coarser-grid ONNX does not show. ``compressed`` holds the sizes
+    of compressed.bin where the model has INT8 weights (:mod:`onnxnas.deploy.compressed`).
     """
     float_bits = 16 if precision == "fp16" else FLOAT_BITS
     bound_bits = 0.0
@@ -72,7 +73,8 @@ def size_report(module: nn.Module, bits: dict[str, int], precision: str, params:
             bound_bits += float_bits * tensor.numel()
     data = onnx_path.read_bytes()
     return {"parameters": params, "macs": macs, "onnx_bytes": len(data),
-            "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(bound_bits / 8))}
+            "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(bound_bits / 8)),
+            "compressed": compressed}
 
 
 def file_record(path: Path) -> dict[str, Any]:
