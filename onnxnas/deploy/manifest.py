@@ -19,6 +19,7 @@ import onnx
 from torch import nn
 
 from onnxnas import __version__
+from onnxnas.compress.size import bound_bits
 from onnxnas.deploy.artefacts import MANIFEST_FILE
 from onnxnas.deploy.concrete import FLOAT_BITS, bits_for
 from onnxnas.errors import OnnxNasError
@@ -52,28 +53,26 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
 
 def size_report(module: nn.Module, bits: dict[str, int], precision: str, params: int, macs: int,
                 onnx_path: Path, compressed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parameters and MACs, bytes on disk, a deflate size, and the entropy bound of DESIGN section 7.
+    """Parameters and MACs, bytes on disk, a deflate size, and the size bound of DESIGN section 7.
 
-    The bound counts each conv/linear weight tensor as ``(b + H(s))`` bits per kept
-    weight (``b`` its deployed bitwidth, ``s`` its real non-zero fraction); other
-    parameters count at the float width. It is the size a 4-bit or sparse layer really
-    needs, which the INT8-on-a-coarser-grid ONNX does not show. ``compressed`` holds the sizes
-    of compressed.bin where the model has INT8 weights (:mod:`onnxnas.deploy.compressed`).
+    The bound (:func:`onnxnas.compress.size.bound_bits`) is taken per conv/linear weight
+    tensor at its deployed bitwidth and its real non-zero fraction; other parameters count
+    at the float width. It is the size a 4-bit or sparse layer really needs, which the
+    INT8-on-a-coarser-grid ONNX does not show. ``compressed`` holds the sizes of
+    compressed.bin where the model has INT8 weights (:mod:`onnxnas.deploy.compressed`).
     """
     float_bits = 16 if precision == "fp16" else FLOAT_BITS
-    bound_bits = 0.0
+    total_bits = 0.0
     for name, tensor in module.named_parameters():
         b = bits_for(name, bits)
         if name.endswith("weight") and tensor.dim() > 1:
-            kept = int(tensor.count_nonzero())
-            s = kept / tensor.numel()
-            entropy = 0.0 if s in (0.0, 1.0) else -s * math.log2(s) - (1 - s) * math.log2(1 - s)
-            bound_bits += ((b if b < FLOAT_BITS else float_bits) + entropy) * kept
+            nonzero = int(tensor.count_nonzero()) / tensor.numel()
+            total_bits += bound_bits(tensor.numel(), b if b < FLOAT_BITS else float_bits, nonzero)
         else:
-            bound_bits += float_bits * tensor.numel()
+            total_bits += float_bits * tensor.numel()
     data = onnx_path.read_bytes()
     return {"parameters": params, "macs": macs, "onnx_bytes": len(data),
-            "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(bound_bits / 8)),
+            "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(total_bits / 8)),
             "compressed": compressed}
 
 
