@@ -3,7 +3,8 @@
 Skip connections are not in the space at the start. When pruning would leave a skippable
 layer with one block, the block being removed is replaced by a skip instead, and from then
 on the skip's output is scaled by phi and the remaining block's by lambda, until pruning
-removes one of the two. lambda < 1 handicaps the block, so lower lambda means shallower nets.
+removes one of the two. Lower lambda gives *deeper* networks: PruNet's Table 6, at alpha 2.0,
+has lambda 1.0 / 0.85 / 0.55 / 0.4 keep 6 / 7 / 9 / 11 IRBs.
 """
 
 from __future__ import annotations
