@@ -34,22 +34,29 @@ FLOAT_BITS = 32
 _QUANTIZED_OPS = ("Conv", "Gemm")
 
 
-def quantize_weight(weight: np.ndarray, bits: int, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(
+    weight: np.ndarray, bits: int, axis: int = 0, absmax: float | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-channel quantization along ``axis``: (INT8 values, float32 scales).
 
-    ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale max|w|/(2^(b-1)-1);
-    ``bits == 1`` keeps the sign with scale mean|w| (exact zeros stay zero, so a masked
-    channel still dequantizes to zero).
+    ``absmax`` is the clipping range r, one per tensor or one per channel: a trained
+    range *is* the grid (UDC's and the filter-level method's quantizers), so weights
+    beyond it saturate. Without it, a plain checkpoint gets max|w| per channel.
+    ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale r/(2^(b-1)-1);
+    ``bits == 1`` keeps the sign with scale r (default mean|w|). Exact zeros stay zero,
+    so a masked channel still dequantizes to zero.
     """
     rows = np.moveaxis(weight.astype(np.float64), axis, 0).reshape(weight.shape[axis], -1)
     if bits == 1:
-        scale = np.abs(rows).mean(axis=1).astype(np.float32)
-        q = np.sign(rows)
+        default = np.abs(rows).mean(axis=1)
+        qmax = 1
     else:
+        default = np.abs(rows).max(axis=1)
         qmax = 2 ** (bits - 1) - 1
-        scale = (np.abs(rows).max(axis=1) / qmax).astype(np.float32)
-        safe = np.where(scale > 0, scale, 1.0)[:, None]
-        q = np.clip(np.rint(rows / safe), -qmax, qmax)
+    r = default if absmax is None else np.broadcast_to(np.asarray(absmax, np.float64), default.shape)
+    scale = (r / qmax).astype(np.float32)
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    q = np.sign(rows) if bits == 1 else np.clip(np.rint(rows / safe), -qmax, qmax)
     moved = np.moveaxis(weight, axis, 0).shape
     q = np.moveaxis(q.reshape(moved), 0, axis).astype(np.int8)
     return q, np.where(scale > 0, scale, MIN_SCALE).astype(np.float32)

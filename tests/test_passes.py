@@ -572,3 +572,37 @@ def test_default_pipeline_user_errors() -> None:
         default_pipeline("int8")
     with pytest.raises(OnnxNasError, match="unknown precision"):
         default_pipeline("bf16")
+
+
+# --- one INT8 grid per tensor (DESIGN 7 Deploy, 8) -----------------------------------
+
+
+def test_quantize_weight_takes_the_trained_range_as_the_grid() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    w[1, :2] = 0
+    r = 1.5  # one range for the tensor: one grid, values beyond it saturate
+    q, scale = quantize_weight(w, 4, absmax=r)
+    np.testing.assert_allclose(scale, np.full(6, r / 7, np.float32))
+    np.testing.assert_array_equal(q, np.clip(np.rint(w / np.float32(r / 7)), -7, 7).astype(np.int8))
+    assert len(np.unique(q[q != 0])) <= 2**4 and not q[1, :2].any()
+    q1, s1 = quantize_weight(w, 1, absmax=np.arange(1, 7, dtype=np.float32))  # per-channel range, sign bits
+    np.testing.assert_allclose(s1, np.arange(1, 7))
+    np.testing.assert_array_equal(q1, np.sign(w))
+    q8, _ = quantize_weight(w, 8)  # plain checkpoint: max |w| per channel
+    assert (np.abs(q8).reshape(6, -1).max(axis=1) == 127).all()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_low_bit_layer_after_bn_fold_keeps_its_integer_budget(bits: int, x: np.ndarray) -> None:
+    """A b-bit tensor: at most 2^b distinct non-zero integers, exact zeros, positive per-channel scales."""
+    net = _randomize_bn(ConvBNAct(8, 6, nn.ReLU()))
+    net[1].weight.data[:3] *= -1  # gamma < 0: integers negated, scale stays positive
+    _zero_channels(net[0], net[1], [4])
+    with torch.no_grad():
+        net[0].weight[0, :4] = 0  # unstructured zeros inside a live channel
+    model = _folded(_export(net))
+    quantized = _apply(model, QuantizeWeightsPass(bits), cleanup_passes())
+    q, scale, zero_point = (_inits(quantized)[i] for i in _dq_of(quantized, "/0/Conv").input)
+    assert len(np.unique(q[q != 0])) <= 2**bits and np.abs(q).max() <= max(1, 2 ** (bits - 1) - 1)
+    assert not q[0, :4].any() and not q[4].any() and (scale > 0).all() and not zero_point.any()
