@@ -18,6 +18,7 @@ from passes.check import CheckAndInferPass
 from passes.eliminate import cleanup_passes
 from passes.fold_bn import FoldBatchNormPass
 from passes.fp16 import ConvertFloat16Pass
+from passes.integer_ops import IntegerOpsPass
 from passes.prune_channels import DropZeroChannelsPass
 from passes.qdq import (
     FLOAT_BITS,
@@ -32,6 +33,7 @@ __all__ = [
     "ConvertFloat16Pass",
     "DropZeroChannelsPass",
     "FoldBatchNormPass",
+    "IntegerOpsPass",
     "PRECISIONS",
     "QuantizeActivationsPass",
     "QuantizeWeightsPass",
@@ -69,7 +71,7 @@ def default_pipeline(
         weight_bits = 8 if weight_bits is None else weight_bits
     steps: list[ir.passes.PassBase] = [FoldBatchNormPass(), cleanup_passes(), DropZeroChannelsPass(), cleanup_passes()]
     if precision == "int8":
-        steps.append(QuantizeActivationsPass(batches=calibration_batches))
+        steps += [IntegerOpsPass(), QuantizeActivationsPass(batches=calibration_batches)]
     if weight_bits is not None and _quantizes(weight_bits):
         steps.append(QuantizeWeightsPass(weight_bits))
     if precision == "fp16":

@@ -20,8 +20,10 @@ from onnx_ir.passes.common import ShapeInferencePass
 from passes._graph import add_initializer, const_array, fresh_name
 
 __all__ = [
+    "INTEGER_OPS",
     "QuantizeActivationsPass",
     "QuantizeWeightsPass",
+    "activation_tensors",
     "calibrate_activation_ranges",
     "quantize_weight",
 ]
@@ -32,22 +34,29 @@ FLOAT_BITS = 32
 _QUANTIZED_OPS = ("Conv", "Gemm")
 
 
-def quantize_weight(weight: np.ndarray, bits: int, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(
+    weight: np.ndarray, bits: int, axis: int = 0, absmax: float | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-channel quantization along ``axis``: (INT8 values, float32 scales).
 
-    ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale max|w|/(2^(b-1)-1);
-    ``bits == 1`` keeps the sign with scale mean|w| (exact zeros stay zero, so a masked
-    channel still dequantizes to zero).
+    ``absmax`` is the clipping range r, one per tensor or one per channel: a trained
+    range *is* the grid (UDC's and the filter-level method's quantizers), so weights
+    beyond it saturate. Without it, a plain checkpoint gets max|w| per channel.
+    ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale r/(2^(b-1)-1);
+    ``bits == 1`` keeps the sign with scale r (default mean|w|). Exact zeros stay zero,
+    so a masked channel still dequantizes to zero.
     """
     rows = np.moveaxis(weight.astype(np.float64), axis, 0).reshape(weight.shape[axis], -1)
     if bits == 1:
-        scale = np.abs(rows).mean(axis=1).astype(np.float32)
-        q = np.sign(rows)
+        default = np.abs(rows).mean(axis=1)
+        qmax = 1
     else:
+        default = np.abs(rows).max(axis=1)
         qmax = 2 ** (bits - 1) - 1
-        scale = (np.abs(rows).max(axis=1) / qmax).astype(np.float32)
-        safe = np.where(scale > 0, scale, 1.0)[:, None]
-        q = np.clip(np.rint(rows / safe), -qmax, qmax)
+    r = default if absmax is None else np.broadcast_to(np.asarray(absmax, np.float64), default.shape)
+    scale = (r / qmax).astype(np.float32)
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    q = np.sign(rows) if bits == 1 else np.clip(np.rint(rows / safe), -qmax, qmax)
     moved = np.moveaxis(weight, axis, 0).shape
     q = np.moveaxis(q.reshape(moved), 0, axis).astype(np.int8)
     return q, np.where(scale > 0, scale, MIN_SCALE).astype(np.float32)
@@ -140,7 +149,16 @@ def _node(
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
-    """Insert per-tensor symmetric INT8 QuantizeLinear -> DequantizeLinear on Conv/Gemm data inputs.
+    """Give every activation an integer kernel touches a per-tensor symmetric INT8 Q -> DQ pair.
+
+    ORT (and TensorRT) run an op as an integer kernel only when each float data input
+    comes from DequantizeLinear and its output goes straight into QuantizeLinear. So
+    the pair goes on each tensor produced or consumed by one of ``INTEGER_OPS``: the
+    Conv output is quantized *before* its activation (a Relu is not absorbed under a
+    zero point of 0), the activation output again, residual Add inputs and output, the
+    swish/SE Sigmoid and Mul, the pool. All consumers of a tensor read its DQ. A tensor
+    through a data-movement op (Reshape, ...) keeps its input's scale so ORT runs the
+    op on INT8. Logits from Gemm stay float (QGemm outputs float directly).
 
     Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
     sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
@@ -166,41 +184,106 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         ShapeInferencePass()(model)  # only float32 tensors are quantized: dtypes must be known
         graph = model.graph
-        targets = _activation_inputs(graph)
+        targets = activation_tensors(graph)
         if self.batches is not None:
             ranges = calibrate_activation_ranges(ir.to_proto(model), self.batches, [v.name for v in targets])
         else:
             ranges = {k: max(abs(r[0]), abs(r[1])) if isinstance(r, tuple) else r for k, r in self.ranges.items()}
-        missing = [v.name for v in targets if v.name not in ranges]
-        if missing:
-            raise ValueError(f"no calibration range for {missing}")
         self.scales = {}
         for value in targets:
-            scale = max(float(ranges[value.name]) / 127.0, MIN_SCALE)
-            self.scales[value.name] = scale
-            _insert_activation_qdq(graph, value, scale)
+            source = _same_scale_source(value)
+            if source is not None and source.name in self.scales:
+                self.scales[value.name] = self.scales[source.name]
+            elif value.name in ranges:
+                self.scales[value.name] = max(float(ranges[value.name]) / 127.0, MIN_SCALE)
+            else:
+                raise ValueError(f"no calibration range for {value.name!r}")
+        for value in targets:
+            _insert_activation_qdq(graph, value, self.scales[value.name])
         return ir.passes.PassResult(model, modified=bool(targets))
 
 
-def _activation_inputs(graph: ir.Graph) -> list[ir.Value]:
-    """Float32 data inputs of Conv/Gemm nodes, each once, that are not already dequantized."""
-    found: dict[ir.Value, None] = {}
-    for node in graph:
-        if node.op_type in _QUANTIZED_OPS and node.domain == "":
-            x = node.inputs[0]
-            producer = x.producer()
-            if x.dtype == ir.DataType.FLOAT and (producer is None or producer.op_type != "DequantizeLinear"):
-                found[x] = None
-    return list(found)
+# ORT CPU fuses DQ -> op -> Q into QLinearConv, QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, ...
+INTEGER_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "LeakyRelu",
+                         "GlobalAveragePool", "AveragePool", "Concat"})
+# Data-movement ops ORT runs on the INT8 tensor when input and output share one scale.
+_SAME_SCALE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "MaxPool"})
+# Integer forms with a float output (QGemm, MatMulIntegerToFloat): a graph output they produce stays float.
+_FLOAT_OUTPUT_OPS = frozenset({"Gemm", "MatMul"})
+
+
+def activation_tensors(graph: ir.Graph) -> list[ir.Value]:
+    """The float32 activations (not constants) that ``QuantizeActivationsPass`` quantizes, in graph order."""
+    candidates = [*graph.inputs, *(out for node in graph for out in node.outputs)]
+    return [v for v in candidates if v.dtype == ir.DataType.FLOAT and _wants_qdq(v)]
+
+
+def _wants_qdq(value: ir.Value) -> bool:
+    producer = value.producer()
+    if value.const_value is not None or (producer is not None and producer.op_type in ("DequantizeLinear", "Constant")):
+        return False
+    if any(_reads_integer(node, index) for node, index in value.uses()):
+        return True
+    if producer is None or producer.domain != "":
+        return False
+    if producer.op_type in _FLOAT_OUTPUT_OPS:
+        return False  # it has no consumer that reads INT8 (checked above)
+    return producer.op_type in INTEGER_OPS or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
+
+
+def _reads_integer(node: ir.Node, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is a data input its integer kernel takes as INT8."""
+    if node.domain != "":
+        return False
+    if node.op_type in ("Conv", "Gemm", "MatMul"):
+        return index == 0  # weights are quantized by QuantizeWeightsPass
+    return node.op_type in INTEGER_OPS or (node.op_type in _SAME_SCALE_OPS and index == 0)
+
+
+def _same_scale_source(value: ir.Value) -> ir.Value | None:
+    producer = value.producer()
+    if producer is None or producer.domain != "" or producer.op_type not in _SAME_SCALE_OPS:
+        return None
+    return producer.inputs[0]
 
 
 def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> None:
+    """value -> Q -> DQ for one reader; a fan-out gives each integer reader a pair of its own.
+
+    ORT turns INT8 Q/DQ into the UINT8 its x86 kernels take only where a Q feeds exactly
+    one DQ, and it merges equal Q nodes and splits a DQ with two readers. So a tensor
+    read twice (swish's Sigmoid and Mul, a residual Add and the next Conv) fans out
+    after a float Reshape to its own shape, which ORT keeps: each integer reader then
+    gets a private Q -> DQ with its own (equal) scale and zero-point initializers.
+    """
     name = value.name
+    uses = list(value.uses())
+    was_output = value.is_graph_output()
+    readers = _qdq_pair(graph, value, scale, name)
+    if len(uses) + was_output > 1:
+        rank = len(value.shape) if value.shape is not None else None
+        if rank is None:
+            raise ValueError(f"cannot fan out {name!r} without a known rank")
+        shape = add_initializer(graph, f"{name}_shape", np.zeros(rank, np.int64))  # 0 keeps a dimension
+        fanout = _node(graph, "Reshape", [readers, shape], {}, f"{name}_fanout", ir.DataType.FLOAT)
+        fanout.outputs[0].shape = value.shape
+        graph.insert_after(readers.producer(), fanout)
+        readers = fanout.outputs[0]
+    for node, index in uses:
+        private = len(uses) + was_output > 1 and _reads_integer(node, index)
+        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if private else readers)
+    if was_output:  # the graph output keeps its name, now on the dequantized tensor
+        graph.outputs[graph.outputs.index(value)] = readers
+        value.name = fresh_name(graph, f"{name}_float")
+        readers.name = name
+
+
+def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.Value:
+    """Insert Q -> DQ of ``value`` (scale and zero point its own initializers) after its producer."""
     inputs = [
         add_initializer(graph, f"{name}_scale", np.array(scale, np.float32)),
         add_initializer(graph, f"{name}_zero_point", np.array(0, np.int8)),
     ]
-    consumers = [(n, i) for n, i in value.uses() if n.op_type in _QUANTIZED_OPS and i == 0]
     quant = _node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
     dequant = _node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
     quant.outputs[0].shape = dequant.outputs[0].shape = value.shape
@@ -209,8 +292,7 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
         graph.insert_after(producer, [quant, dequant])
     else:
         graph.insert_before(next(iter(graph)), [quant, dequant])
-    for node, index in consumers:
-        node.replace_input_with(index, dequant.outputs[0])
+    return dequant.outputs[0]
 
 
 def calibrate_activation_ranges(
@@ -218,7 +300,7 @@ def calibrate_activation_ranges(
     batches: Sequence[np.ndarray],
     names: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Max |value| of each tensor in ``names`` (default: Conv/Gemm data inputs) over ``batches``.
+    """Max |value| of each tensor in ``names`` (default: :func:`activation_tensors`) over ``batches``.
 
     Works on a copy whose graph outputs include the wanted tensors, run by ONNX
     Runtime on CPU; the model must have exactly one input.
@@ -227,7 +309,7 @@ def calibrate_activation_ranges(
         raise ValueError("calibration needs at least one batch")
     proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.ModelProto.FromString(model.SerializeToString())
     if names is None:
-        names = list(dict.fromkeys(n.input[0] for n in proto.graph.node if n.op_type in _QUANTIZED_OPS and n.domain == ""))
+        names = [v.name for v in activation_tensors(ir.from_proto(onnx.shape_inference.infer_shapes(proto)).graph)]
     inferred = onnx.shape_inference.infer_shapes(proto)
     infos = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     outputs = {o.name for o in proto.graph.output}

@@ -410,22 +410,27 @@ def test_quantize_activations_calibrated(block: onnx.ModelProto, x: np.ndarray) 
     rng = np.random.default_rng(2)
     batches = [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(3)]
     ranges = calibrate_activation_ranges(model, batches)
-    data_inputs = {n.input[0] for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
-    assert set(ranges) == data_inputs
+    # Every tensor an integer kernel reads or writes, nothing else: not HardSwish's output (it feeds the SE
+    # pool and Mul, so it is quantized), but the Linear's logits stay float.
+    assert INPUT_NAME in ranges and "/Add_output_0" in ranges and "/Sigmoid_output_0" in ranges
+    assert _node(model, "/head/Gemm").output[0] not in ranges
     assert ranges[INPUT_NAME] == pytest.approx(max(np.abs(b).max() for b in batches))
 
     apass = QuantizeActivationsPass(batches=batches)
     quantized = _apply(model, apass, QuantizeWeightsPass(8), cleanup_passes())
     inits = _inits(quantized)
-    assert _ops(quantized)["QuantizeLinear"] == len(data_inputs)
     assert apass.scales == pytest.approx({k: v / 127 for k, v in ranges.items()})
+    consumers = Counter(i for n in quantized.graph.node for i in n.input)
     for node in quantized.graph.node:
-        if node.op_type in ("Conv", "Gemm"):
-            assert _producer(quantized, node.input[0]).op_type == "DequantizeLinear"
-        if node.op_type == "QuantizeLinear":
+        if node.op_type in ("Conv", "Add", "Mul", "Sigmoid"):  # DQ on every data input, one Q on the output
+            assert {_producer(quantized, i).op_type for i in node.input[:2]} == {"DequantizeLinear"}
+            assert consumers[node.output[0]] == 1
+            assert next(n for n in quantized.graph.node if node.output[0] in n.input).op_type == "QuantizeLinear"
+        if node.op_type == "QuantizeLinear":  # TensorRT: symmetric, zero point 0, positive constant scale
             scale, zero_point = inits[node.input[1]], inits[node.input[2]]
             assert scale.shape == () and scale > 0 and scale.dtype == np.float32
             assert zero_point.shape == () and zero_point == 0 and zero_point.dtype == np.int8
+            assert consumers[node.output[0]] == 1  # one DQ per Q, or ORT keeps the pair INT8 and unfused
 
     y, y_q = _run(model, x), _run(quantized, x)
     relative = np.abs(y_q - y).max() / np.abs(y).max()
@@ -531,8 +536,11 @@ def test_default_pipeline_quantized_and_half(precision: str, block: onnx.ModelPr
     kwargs = {"calibration_batches": [x]} if precision == "int8" else {"weight_bits": {"/pw/Conv": 4}}
     final = run_passes(block, default_pipeline(precision, **kwargs))
     ops = _ops(final)
-    assert ops["QuantizeLinear"] == (6 if precision == "int8" else 0)  # 6 Conv/Gemm data inputs
-    assert ops["DequantizeLinear"] == (6 + 6 if precision == "int8" else 1)
+    # int8: 16 quantized tensors, 3 of them read twice (the input by pw and the residual Add, pw's output by
+    # SiLU's Sigmoid and Mul, HardSwish's by the SE pool and Mul): 1 + 2 private pairs each -> 22 Q; and 6 weights.
+    assert ops["QuantizeLinear"] == (22 if precision == "int8" else 0)
+    assert ops["DequantizeLinear"] == (22 + 6 if precision == "int8" else 1)
+    assert ops["Reshape"] == (3 if precision == "int8" else 0)  # the fan-out points
     used = {name for node in final.graph.node for name in node.input}
     assert set(_inits(final)) <= used
     y = _run(block, x)
@@ -564,3 +572,37 @@ def test_default_pipeline_user_errors() -> None:
         default_pipeline("int8")
     with pytest.raises(OnnxNasError, match="unknown precision"):
         default_pipeline("bf16")
+
+
+# --- one INT8 grid per tensor (DESIGN 7 Deploy, 8) -----------------------------------
+
+
+def test_quantize_weight_takes_the_trained_range_as_the_grid() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    w[1, :2] = 0
+    r = 1.5  # one range for the tensor: one grid, values beyond it saturate
+    q, scale = quantize_weight(w, 4, absmax=r)
+    np.testing.assert_allclose(scale, np.full(6, r / 7, np.float32))
+    np.testing.assert_array_equal(q, np.clip(np.rint(w / np.float32(r / 7)), -7, 7).astype(np.int8))
+    assert len(np.unique(q[q != 0])) <= 2**4 and not q[1, :2].any()
+    q1, s1 = quantize_weight(w, 1, absmax=np.arange(1, 7, dtype=np.float32))  # per-channel range, sign bits
+    np.testing.assert_allclose(s1, np.arange(1, 7))
+    np.testing.assert_array_equal(q1, np.sign(w))
+    q8, _ = quantize_weight(w, 8)  # plain checkpoint: max |w| per channel
+    assert (np.abs(q8).reshape(6, -1).max(axis=1) == 127).all()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_low_bit_layer_after_bn_fold_keeps_its_integer_budget(bits: int, x: np.ndarray) -> None:
+    """A b-bit tensor: at most 2^b distinct non-zero integers, exact zeros, positive per-channel scales."""
+    net = _randomize_bn(ConvBNAct(8, 6, nn.ReLU()))
+    net[1].weight.data[:3] *= -1  # gamma < 0: integers negated, scale stays positive
+    _zero_channels(net[0], net[1], [4])
+    with torch.no_grad():
+        net[0].weight[0, :4] = 0  # unstructured zeros inside a live channel
+    model = _folded(_export(net))
+    quantized = _apply(model, QuantizeWeightsPass(bits), cleanup_passes())
+    q, scale, zero_point = (_inits(quantized)[i] for i in _dq_of(quantized, "/0/Conv").input)
+    assert len(np.unique(q[q != 0])) <= 2**bits and np.abs(q).max() <= max(1, 2 ** (bits - 1) - 1)
+    assert not q[0, :4].any() and not q[4].any() and (scale > 0).all() and not zero_point.any()

@@ -22,7 +22,15 @@ from onnxnas.export import export_bytes
 
 def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: str, bits: dict[str, int],
                     calibration: Sequence[np.ndarray] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Export ``module`` and run fold-BN -> cleanup -> drop zero channels -> QDQ -> fp16 -> check."""
+    """Export ``module`` and run fold-BN -> cleanup -> drop zero channels -> QDQ -> fp16 -> check.
+
+    Works on any module with one input, a whole network or a single block: ``bits`` maps
+    parameter-name prefixes to weight bits (``{"": 8}`` puts every weight of a block on 8
+    bits), and ``calibration`` holds input batches (random ones are fine for timing). At
+    ``int8`` the block's input and output get the same Q/DQ pairs the deployed network has
+    around it, so e.g. the int8 LUT builder times exactly what ships:
+    ``deployable_onnx(block, (1, C, H, W), "int8", {"": 8}, [np.random.randn(1, C, H, W).astype("f4")])``.
+    """
     exported = onnx.load_from_string(export_bytes(module, input_shape, "fp32", fold_constants=False))
     pipeline = passes.default_pipeline(precision, weight_bits=node_weight_bits(exported, bits),
                                        calibration_batches=calibration)
