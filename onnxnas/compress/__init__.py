@@ -1,0 +1,1 @@
+"""Compression: quantizers, masks, number formats, and the size model (DESIGN.md section 7)."""
