@@ -337,7 +337,13 @@ def block_bops(spec: BlockSpec | HeadSpec, in_hw: int, in_bits: Runs) -> tuple[f
 
 class BopsCost(_BlockSum):
     """Bit operations of every searched conv (stem, blocks, head 1x1); SE convs and the classifier
-    are excluded (their MACs are ``Counts.side_macs``). Conventions: :func:`default_bits`."""
+    are excluded (their MACs are ``Counts.side_macs``).
+
+    Conventions: the image is 8 bits; a conv with filter groups takes each group's bits; one
+    without takes :func:`default_bits` of its layer's ``weight_bits`` (the stem's spec, 32 for
+    the head), so a float conv is 32:32. In a relaxation a layer reads the output bits of the
+    previous layer's likeliest block.
+    """
 
     kind, unit = "bops", ""
 
