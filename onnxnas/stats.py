@@ -1,11 +1,16 @@
-"""Parameter and MAC counts of a network at its input resolution."""
+"""Parameter and MAC counts of a network at its input resolution, and every cost of an arch."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from onnxnas.arch import Arch
+    from onnxnas.lut.table import LatencyTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,3 +55,15 @@ def count_stats(model: nn.Module, input_shape: tuple[int, ...]) -> ModelStats:
         for handle in handles:
             handle.remove()
     return ModelStats(params=sum(p.numel() for p in model.parameters()), macs=macs)
+
+
+def arch_stats(arch: "Arch", table: "LatencyTable | None" = None, precision: str | None = None) -> dict[str, Any]:
+    """Every cost of an arch (DESIGN section 13), as `arch stats` prints them; latency only with a table."""
+    from onnxnas.cost import BopsCost, LatencyCost, SizeCost, arch_counts
+
+    counts, size = arch_counts(arch), SizeCost()
+    result: dict[str, Any] = {**dataclasses.asdict(counts), "bops": BopsCost().exact(arch),
+                              "size_mib": size.exact(arch), "num_weights": size.num_weights(arch)}
+    if table is not None:
+        result["latency_us"] = LatencyCost(table, precision).exact(arch)
+    return result

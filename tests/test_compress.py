@@ -15,7 +15,8 @@ from onnxnas.compress.masks import RefreshedMasks, cubic_nonzero_fraction, kept_
 from onnxnas.compress.number_format import largest_pruned, shifted_quantize
 from onnxnas.compress.quant_noise import quant_noise
 from onnxnas.compress.quantizer import LearnedRanges, integers, max_level, mse_range, quantize
-from onnxnas.compress.size import MIB, arch_size, binary_entropy, bits_to_mib, bound_bits
+from onnxnas.compress.size import MIB, binary_entropy, bits_to_mib, bound_bits
+from onnxnas.cost import size_report
 from onnxnas.space import load_space
 from onnxnas.space.choose import make_arch
 
@@ -176,7 +177,7 @@ def test_dense_int8_mobilenetv2_is_3_309_mib():
     space = load_space("mbv2")
     built = make_arch(space, [{"kernel_size": 3, "hidden_chs": p.max_hidden, "weight_bits": 8} for p in space.positions()])
     assert built.layers == arch.layers and built.head == arch.head
-    report = arch_size(arch)
+    report = size_report(arch)
     assert sum(layer.num_weights for layer in report.layers) == 3_469_760
     assert round(report.total_mib, 3) == 3.309
     names = [layer.name for layer in report.layers]
@@ -187,13 +188,13 @@ def test_dense_int8_mobilenetv2_is_3_309_mib():
 
 def test_arch_size_counts_se_widths_bits_and_sparsity():
     arch = load_arch(EXAMPLES / "tiny.arch.json")
-    report = arch_size(arch)
+    report = size_report(arch)
     assert [layer.name for layer in report.layers] == ["stem", "layers.0", "layers.1", "layers.3", "layers.4", "head", "classifier"]
     se_irb = report.layers[3]  # irb 24->32, hidden 96, k3, SE 96->6->96
     assert se_irb.num_weights == 24 * 96 + 96 * 9 + 96 * 6 * 2 + 96 * 32
     assert se_irb.bits == 32 and se_irb.bound_bits == 32 * se_irb.num_weights
     layers = list(arch.layers)
     layers[3] = dataclasses.replace(layers[3], weight_bits=4, nonzero_fraction=0.5)
-    sparse = arch_size(dataclasses.replace(arch, layers=tuple(layers))).layers[3]
+    sparse = size_report(dataclasses.replace(arch, layers=tuple(layers))).layers[3]
     assert sparse.bound_bits == pytest.approx(3.0 * se_irb.num_weights)
     assert report.layers[0].bits == 8 and report.total_bits == sum(l.bound_bits for l in report.layers)

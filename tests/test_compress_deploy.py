@@ -10,17 +10,28 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import helper, numpy_helper
 
 from onnxnas.arch import load_arch
 from onnxnas.compress.codec import decode
-from onnxnas.compress.size import arch_size
+from onnxnas.cost import size_report
 from onnxnas.deploy.compressed import compress_weights, grid_bits, int8_weights
 from onnxnas.errors import OnnxNasError
 from onnxnas.finalize import FinalizeOptions, finalize
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tiny.arch.json"
 COMPRESSION = {1: {"weight_bits": 4, "nonzero_fraction": 0.5}, 3: {"weight_bits": 4}, 4: {"nonzero_fraction": 0.5, "weight_bits": 8}}
+
+
+def compression_space(root: Path) -> Path:
+    """tiny with UDC-style option sets on every stage, so the compressed example fits its space."""
+    space = yaml.safe_load((EXAMPLE.parents[1] / "onnxnas" / "space" / "builtin" / "tiny.yaml").read_text())
+    for stage in space["stages"]:
+        stage.update(weight_bits=[4, 8, 32], nonzero_fractions=[0.5, 1.0])
+    path = root / "tiny-compressed.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +41,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, obje
     layers = [dataclasses.replace(layer, **COMPRESSION.get(i, {})) for i, layer in enumerate(arch.layers)]
     arch = dataclasses.replace(arch, layers=tuple(layers))
     arch_path = arch.save(root / "arch.json")
-    manifest = finalize(arch_path, FinalizeOptions(out=root / "deploy", verify_samples=2, calibration_samples=4),
+    manifest = finalize(arch_path, FinalizeOptions(out=root / "deploy", verify_samples=2, calibration_samples=4,
+                                                   space=str(compression_space(root))),
                         log=lambda _: None)
     return root / "deploy", manifest, arch
 
@@ -57,7 +69,7 @@ def test_manifest_sizes_are_consistent(deployed):
     sizes = manifest["size"]["compressed"]
     coded = (folder / "compressed.bin").stat().st_size
     assert sizes["coded_bytes"] == coded == manifest["files"]["compressed"]["bytes"]
-    assert sizes["bound_bits"] == pytest.approx(arch_size(arch).total_bits)
+    assert sizes["bound_bits"] == pytest.approx(size_report(arch).total_bits)
     decoded = decode((folder / "compressed.bin").read_bytes())
     nonzero = sum(int(np.count_nonzero(v)) for v in decoded.values())
     assert sizes["int8_mask_bytes"] == nonzero + sum(-(-v.size // 8) for v in decoded.values())
@@ -83,8 +95,8 @@ def test_int8_weights_are_dequantize_input0_initializers_with_grid_bits():
     model = helper.make_model(graph)
     tiny = load_arch(EXAMPLE)
     as_int8 = compress_weights(model, tiny, "int8")
-    assert as_int8.bound_bits == 8 * sum(layer.num_weights for layer in arch_size(tiny).layers)  # 32-bit layers deploy at 8
-    assert compress_weights(model, tiny, "fp32").bound_bits == arch_size(tiny).total_bits
+    assert as_int8.bound_bits == 8 * sum(layer.num_weights for layer in size_report(tiny).layers)  # 32-bit layers deploy at 8
+    assert compress_weights(model, tiny, "fp32").bound_bits == size_report(tiny).total_bits
     assert decode(as_int8.data)["t_q"].tolist() == [1, 0, -1]
     with pytest.raises(OnnxNasError, match="'v' holds -128"):
         grid_bits(np.array([-128], np.int8), "v")

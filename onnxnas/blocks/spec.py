@@ -12,6 +12,47 @@ from typing import Any
 BLOCK_TYPES = ("conv", "ds", "fused_irb", "irb", "skip")
 IRB_TYPES = ("ds", "fused_irb", "irb")  # blocks with a hidden (expanded) width
 ACTIVATIONS = ("relu", "relu6", "swish")
+# The searched convs of each block type, in forward order, by their attribute names in onnxnas.blocks
+# (SE convs and the classifier are not among them): the keys of ``filter_groups``.
+CONV_NAMES = {"conv": ("conv",), "ds": ("conv_dw", "conv_pwl"), "fused_irb": ("conv_exp", "conv_pwl"),
+              "irb": ("conv_pw", "conv_dw", "conv_pwl"), "skip": ()}
+HEAD_CONV_NAMES = ("conv",)
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterGroup:
+    """Consecutive filters (output channels) of one conv that share weight and output-activation bits."""
+
+    filters: int
+    weight_bits: int
+    act_bits: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# conv attribute name -> its groups, in CONV_NAMES order; a tuple so that specs stay hashable
+FilterGroups = tuple[tuple[str, tuple[FilterGroup, ...]], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvShape:
+    """One conv of a block: what the cost models need to count weights, MACs and BOPs."""
+
+    name: str
+    in_chs: int
+    out_chs: int
+    kernel_size: int = 1
+    stride: int = 1
+    groups: int = 1
+
+    @property
+    def weights(self) -> int:
+        return self.out_chs * (self.in_chs // self.groups) * self.kernel_size ** 2
+
+
+def _groups_dict(groups: FilterGroups) -> dict[str, list[dict[str, int]]]:
+    return {name: [g.to_dict() for g in conv_groups] for name, conv_groups in groups}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +74,7 @@ class BlockSpec:
     weight_bits: int = 32
     nonzero_fraction: float = 1.0
     width_fraction: float = 1.0
+    filter_groups: FilterGroups = ()
 
     @property
     def has_residual(self) -> bool:
@@ -47,6 +89,32 @@ class BlockSpec:
     @property
     def is_compressed(self) -> bool:
         return self.weight_bits < 32 or self.nonzero_fraction < 1.0
+
+    def convs(self) -> tuple[ConvShape, ...]:
+        """The searched convs in forward order (named as in CONV_NAMES); SE convs are :meth:`se_convs`."""
+        k, s, h = self.kernel_size, self.stride, self.hidden_chs
+        if self.type == "conv":
+            return (ConvShape("conv", self.in_chs, self.out_chs, k, s),)
+        if self.type == "irb":
+            expand: tuple[ConvShape, ...] = (ConvShape("conv_pw", self.in_chs, h), ConvShape("conv_dw", h, h, k, s, groups=h))
+        elif self.type == "fused_irb":
+            expand = (ConvShape("conv_exp", self.in_chs, h, k, s),)
+        elif self.type == "ds":
+            expand = (ConvShape("conv_dw", self.in_chs, self.in_chs, k, s, groups=self.in_chs),)
+        else:
+            return ()
+        return (*expand, ConvShape("conv_pwl", expand[-1].out_chs, self.out_chs))
+
+    def se_convs(self) -> tuple[ConvShape, ...]:
+        """SE reduce and expand (1x1 on the pooled hidden tensor, with biases), if the block has SE."""
+        if not self.se or self.type not in IRB_TYPES:
+            return ()
+        hidden = self.in_chs if self.type == "ds" else self.hidden_chs
+        return ConvShape("conv_reduce", hidden, self.se_chs), ConvShape("conv_expand", self.se_chs, hidden)
+
+    def groups_of(self, conv: str) -> tuple[FilterGroup, ...]:
+        """The filter groups of one conv; empty when the conv has none (its bits are the layer's)."""
+        return dict(self.filter_groups).get(conv, ())
 
     def out_hw(self, in_hw: int) -> int:
         """Spatial size after this block (padding keeps 'same', stride divides, rounding up)."""
@@ -64,6 +132,8 @@ class BlockSpec:
             value = getattr(self, name)
             if value != getattr(BlockSpec, name):
                 data[name] = value
+        if self.filter_groups:
+            data["filter_groups"] = _groups_dict(self.filter_groups)
         return data
 
 
@@ -75,6 +145,18 @@ class HeadSpec:
     hidden_chs: int
     num_classes: int
     act: str = "relu"
+    filter_groups: FilterGroups = ()
+
+    def convs(self) -> tuple[ConvShape, ...]:
+        """The head's searched 1x1 conv (the classifier is a linear layer, never searched)."""
+        return (ConvShape("conv", self.in_chs, self.hidden_chs),)
+
+    def groups_of(self, conv: str) -> tuple[FilterGroup, ...]:
+        return dict(self.filter_groups).get(conv, ())
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data: dict[str, Any] = {"in_chs": self.in_chs, "hidden_chs": self.hidden_chs, "num_classes": self.num_classes,
+                                "act": self.act}
+        if self.filter_groups:
+            data["filter_groups"] = _groups_dict(self.filter_groups)
+        return data

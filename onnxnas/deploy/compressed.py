@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from onnx import numpy_helper
 from onnxnas.arch import Arch
 from onnxnas.compress.codec import QuantTensor, encode, entropy_coded_bytes, int8_mask_bytes
 from onnxnas.compress.quantizer import max_level
-from onnxnas.compress.size import arch_size
+from onnxnas.cost import size_report
 from onnxnas.errors import OnnxNasError
 
 
@@ -76,5 +77,20 @@ def compress_weights(model: onnx.ModelProto, arch: Arch, precision: str) -> Comp
     if precision == "int8":
         arch = dataclasses.replace(arch, layers=tuple(dataclasses.replace(layer, weight_bits=min(layer.weight_bits, 8))
                                                       for layer in arch.layers))
-    return CompressedWeights(encode(tensors).data, len(tensors), arch_size(arch).total_bits,
+    return CompressedWeights(encode(tensors).data, len(tensors), size_report(arch).total_bits,
                              entropy_coded_bytes(tensors), int8_mask_bytes(tensors))
+
+
+def checkpoint_coded_size(arch: Arch, weights: Path) -> CompressedWeights | None:
+    """The coded size of a checkpoint's weights at the arch's own bits (``arch stats --weights``).
+
+    The weights go through finalize's own pipeline (weights-only Q/DQ), so the number is the
+    size of the compressed.bin ``onnxnas finalize`` would write at fp32 precision.
+    """
+    from onnxnas.deploy.checkpoint import load_checkpoint
+    from onnxnas.deploy.concrete import build_concrete, layer_weight_bits
+    from onnxnas.deploy.graph import deployable_onnx
+
+    concrete = build_concrete(arch, load_checkpoint(weights))
+    proto, _ = deployable_onnx(concrete.module, arch.input_shape, "fp32", layer_weight_bits(arch, "fp32"))
+    return compress_weights(proto, arch, "fp32")

@@ -1,15 +1,18 @@
-"""LUT lookups in the form the supernet needs: per-block latencies net of the call overhead.
+"""PruNet's latency term on the Cost protocol: a space's LUT prices in the form the supernet needs.
 
 Every LUT entry was timed as a separate call and so contains the per-call overhead once.
-A network is one call, so the supernet prices each block at ``median - overhead`` and adds
-the overhead back once with the fixed parts (stem and head). For a concrete arch this
-equals :meth:`LatencyTable.units_latency`.
+A network is one call, so each block is priced at ``median - overhead`` and the overhead is
+added back once with the fixed parts (stem and head): :class:`onnxnas.cost.LatencyCost`'s
+``block_us`` and ``fixed_us``. The supernet's ``sum_l sum_i a_li LAT(B_li)`` is
+``LatencyCost.expected`` of the same Gumbel weights (tests assert exact equality), and for
+a concrete arch it equals :meth:`LatencyTable.arch_latency`.
 """
 
 from __future__ import annotations
 
 from onnxnas.blocks.spec import BlockSpec
-from onnxnas.lut.key import KeyedBlock, keyed_block, keyed_head, space_units
+from onnxnas.cost import LatencyCost
+from onnxnas.lut.key import space_units
 from onnxnas.lut.table import LatencyTable
 from onnxnas.space.spec import SearchSpace
 
@@ -24,13 +27,12 @@ class SpaceLatency:
         keys = [unit.key for unit in space_units(space, self.precision, self.batch, num_classes)]
         table.fill_widths(keys)
         table.require(keys)  # one error listing every missing key, before any training
-        self.overhead = table.per_call_overhead_us
+        self.cost = LatencyCost(table, precision=table.precision)  # the search runs at the table's precision
+        self.overhead = self.cost.overhead
 
     def block(self, spec: BlockSpec, in_hw: int) -> float:
         """A block's latency inside a network (µs); a skip costs nothing."""
-        if spec.type == "skip":
-            return 0.0
-        return self._net(keyed_block(spec, in_hw, self.precision, self.batch))
+        return self.cost.block_us(spec, in_hw)
 
     def fixed(self) -> float:
         """Stem + head + the one per-call overhead of the network (µs)."""
@@ -38,9 +40,4 @@ class SpaceLatency:
         hw = space.stem_out_hw
         for pos in space.positions():
             hw = (pos.in_hw + pos.stride - 1) // pos.stride
-        stem = keyed_block(space.stem_block(), space.resolution, self.precision, self.batch)
-        head = keyed_head(space.head_spec(self.num_classes), hw, self.precision, self.batch)
-        return self.overhead + self._net(stem) + self._net(head)
-
-    def _net(self, unit: KeyedBlock) -> float:
-        return self.table.latency(unit.key) - self.overhead
+        return self.cost.fixed_us(space.stem_block(), space.resolution, space.head_spec(self.num_classes), hw)

@@ -102,7 +102,9 @@ class SearchSpace:
     head: HeadSpec
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["head"].pop("filter_groups")  # an arch-only field: space hashes (LUT headers) stay as they were
+        return data
 
     @property
     def hash(self) -> str:
