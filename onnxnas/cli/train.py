@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxnas.arch import load_arch
+from onnxnas.arch import check_fits_space, load_arch
+from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
 from onnxnas.data import load_data
 from onnxnas.fileio import atomic_write_json, atomic_write_text
 from onnxnas.search.checkpoint import save_weights
@@ -20,13 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("arch", help="arch.json (from 'onnxnas search')")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
     parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json (default: beside the arch)")
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="SGD learning rate, cosine decay (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="(default: %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing, help="(default: %(default)s)")
-    parser.add_argument("--max-batches", type=int, default=None, help="cap on batches per epoch (smoke tests)")
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=_DEFAULTS.epochs, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=_DEFAULTS.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.lr, help="SGD learning rate, cosine decay (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=finite_float(0, 1), default=_DEFAULTS.weight_decay, help="(default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=finite_float(0, 0.99), default=_DEFAULTS.label_smoothing, help="(default: %(default)s)")
+    parser.add_argument("--max-batches", type=bounded_int(1, MAX_BATCHES), default=None, help="cap on batches per epoch (smoke tests)")
+    parser.add_argument("--seed", type=SEED, default=_DEFAULTS.seed, help="(default: %(default)s)")
     parser.set_defaults(func=run)
 
 
