@@ -40,16 +40,15 @@ def load_torch(path: str | Path, what: str) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
+        if "GLOBAL" in str(exc):  # the weights-only unpickler met a class or function to import
             raise OnnxNasError(f"{what} is not a plain-tensor checkpoint: it needs pickled code to load, which is "
                                "refused", where=str(path), fix=PICKLE_FIX) from exc
-        raise _damaged(path, what, exc) from exc
+        raise _damaged(path, what, "not a torch.save file, or a truncated one") from exc
     except Exception as exc:  # a damaged zip or pickle raises any of a dozen unrelated types
-        raise _damaged(path, what, exc) from exc
+        raise _damaged(path, what, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) from exc
 
 
-def _damaged(path: str | Path, what: str, exc: BaseException) -> OnnxNasError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+def _damaged(path: str | Path, what: str, reason: str) -> OnnxNasError:
     return OnnxNasError(f"cannot read {what}: {reason}", where=str(path),
                         fix="the file is damaged or not a torch.save checkpoint; regenerate it")
 
