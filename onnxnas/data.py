@@ -7,6 +7,8 @@ Nothing is downloaded: ``digits`` is scikit-learn's shipped 8x8 digits (real ima
 from __future__ import annotations
 
 import dataclasses
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import read_regular_bytes
+from onnxnas.schema import MAX_CLASSES
 
+MAX_IMAGES = 2_000_000  # ImageNet-1k's training set is 1.28 M
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 64_000_000  # a decompression bomb is a small file that decodes to billions of pixels
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -97,11 +104,18 @@ class ImageFolder(Dataset):
         from PIL import Image, UnidentifiedImageError
 
         path, label = self.files[index]
+        data = read_regular_bytes(path, "image", MAX_IMAGE_BYTES)  # a FIFO or device here would hang the loader
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB").resize((self.resolution, self.resolution), Image.BILINEAR)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise OnnxNasError(f"cannot read image: {exc}", where=str(path), fix="remove or replace the file") from exc
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as image:
+                    if image.width * image.height > MAX_IMAGE_PIXELS:
+                        raise ValueError(f"{image.width}x{image.height} pixels, more than {MAX_IMAGE_PIXELS}")
+                    rgb = image.convert("RGB").resize((self.resolution, self.resolution), Image.BILINEAR)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombWarning,
+                Image.DecompressionBombError) as exc:
+            raise OnnxNasError(f"cannot read image: {str(exc)[:200]}", where=str(path),
+                               fix="remove or replace the file") from exc
         tensor = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
         if self.augment:
             if torch.rand(()) < 0.5:
@@ -120,8 +134,17 @@ def image_folder(root: Path, resolution: int, *, seed: int = 0, val_fraction: fl
         raise OnnxNasError("data directory not found", where=str(root),
                            fix="pass 'digits', 'synthetic' or an ImageFolder directory (root/<class>/<image>)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, label) for label, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(classes) > MAX_CLASSES:
+        raise OnnxNasError(f"found {len(classes)} class folders, more than {MAX_CLASSES}", where=str(root),
+                           fix="pass the folder whose subfolders are the classes")
+    files = []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((f, label))
+                if len(files) > MAX_IMAGES:
+                    raise OnnxNasError(f"holds more than {MAX_IMAGES} images", where=str(root),
+                                       fix="use a subset of the data for search")
     if len(classes) < 2 or not files:
         raise OnnxNasError(f"found {len(classes)} class folder(s) and {len(files)} image(s)", where=str(root),
                            fix="use the layout root/<class>/<image> with at least two classes")

@@ -4,6 +4,7 @@ after retraining, not by the supernet's shared weights."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any
 
@@ -31,13 +32,21 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> "TrainConfig":
-        checks = (("--epochs", self.epochs >= 1), ("--batch-size", self.batch_size >= 1), ("--lr", self.lr > 0),
-                  ("--weight-decay", self.weight_decay >= 0), ("--label-smoothing", 0 <= self.label_smoothing < 1),
+        checks = (("--epochs", self.epochs >= 1), ("--batch-size", self.batch_size >= 1), ("--lr", 0 < self.lr < math.inf),
+                  ("--weight-decay", 0 <= self.weight_decay < math.inf), ("--label-smoothing", 0 <= self.label_smoothing < 1),
                   ("--max-batches", self.max_batches is None or self.max_batches >= 1))
         for flag, ok in checks:
             if not ok:
                 raise OnnxNasError(f"{flag} is out of range ({getattr(self, flag[2:].replace('-', '_'))})")
         return self
+
+
+def _check_finite(model: nn.Module, epoch: int) -> None:
+    """A step with a finite loss can still leave NaN weights; never report or save those."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise OnnxNasError(f"training diverged: {name} is not finite after epoch {epoch + 1}; no weights were "
+                               "written", fix="lower --lr (or --weight-decay)")
 
 
 @torch.no_grad()
@@ -77,10 +86,14 @@ def train_arch(arch: Arch, data: DataSplits, cfg: TrainConfig, device: torch.dev
             for group in opt.param_groups:
                 group["lr"] = cosine(cfg.lr, epoch + b / batches, cfg.epochs)
             loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise OnnxNasError(f"training diverged: the loss is not finite at epoch {epoch + 1}, batch {b + 1}; "
+                                   "no weights were written", fix="lower --lr (or --weight-decay)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item()
+        _check_finite(model, epoch)
         history.append({"epoch": epoch + 1, "train_loss": total / batches,
                         "val_accuracy": evaluate(model, data.val, device), "epoch_time_s": time.perf_counter() - start})
     return model, history

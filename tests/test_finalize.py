@@ -141,6 +141,7 @@ def test_verify_and_bench_refuse_external_data_outside_the_folder(finalized: tup
     path = _outside_data_model(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["onnx"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["files"]["onnx"]["bytes"] = path.stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
     for argv in (["verify", folder], ["bench", path, "--device", "cpu", *FAST]):
         code, _, err = cli(capsys, *argv)

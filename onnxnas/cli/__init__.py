@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a refused flag (or --help): the same status, returned like every other outcome
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except OnnxNasError as exc:

@@ -9,7 +9,7 @@ from onnxnas.cli.options import add_timing_options, make_backend, timing_protoco
 from onnxnas.deploy.artefacts import MANIFEST_FILE, load_onnx
 from onnxnas.deploy.engine import DEFAULT_TIMING_CACHE
 from onnxnas.deploy.latency import measure
-from onnxnas.deploy.manifest import read_manifest
+from onnxnas.deploy.manifest import load_manifest
 from onnxnas.errors import OnnxNasError
 
 
@@ -27,12 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model: Path = args.model
-    manifest = read_manifest(model.parent) if (model.parent / MANIFEST_FILE).is_file() else None
-    args.precision = args.precision or (manifest or {}).get("precision", "fp32")
+    manifest = load_manifest(model.parent) if (model.parent / MANIFEST_FILE).exists() else None
+    args.precision = args.precision or (manifest.precision if manifest else "fp32")
     if model.suffix == ".onnx":
         load_onnx(model)  # refuses external data outside the folder before any backend reads it
     elif not model.is_file():
-        raise OnnxNasError("model not found", where=str(model), fix="pass a model.onnx or model.engine")
+        raise OnnxNasError("model not found (or not a regular file)", where=str(model),
+                           fix="pass a model.onnx or model.engine")
     backend, device = make_backend(args, args.timing_cache)
     protocol = timing_protocol(args)
     try:
@@ -42,14 +43,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{model}: median {result['median_us']:.1f} us (p10 {result['p10_us']:.1f}, p90 {result['p90_us']:.1f}, "
           f"{result['count']} runs) on {device['name']} with {result['backend']} {result['backend_version']}, "
           f"{args.precision}")
-    lut = (manifest or {}).get("latency", {}).get("lut") or {}
-    if lut.get("predicted_us"):
-        ratio = result["median_us"] / lut["predicted_us"]
-        print(f"LUT prediction {lut['predicted_us']:.1f} us ({lut['lut']}): measured / predicted = {ratio:.2f}")
-        if lut.get("note"):
-            print(f"note: {lut['note']}")
-        if lut.get("protocol") not in (None, protocol.to_dict()):
-            print(f"note: the LUT was timed with protocol {lut['protocol']}, this run with {protocol.to_dict()}")
-    elif manifest is not None:
-        print(f"no LUT prediction in the manifest: {lut.get('note', 'none recorded')}")
+    if manifest is None:
+        return 0
+    lut = manifest.lut
+    if lut.predicted_us:
+        print(f"LUT prediction {lut.predicted_us:.1f} us ({lut.lut}): measured / predicted = "
+              f"{result['median_us'] / lut.predicted_us:.2f}")
+        if lut.note:
+            print(f"note: {lut.note}")
+        if lut.protocol not in (None, protocol.to_dict()):
+            print(f"note: the LUT was timed with protocol {lut.protocol}, this run with {protocol.to_dict()}")
+    else:
+        print(f"no LUT prediction in the manifest: {lut.note or 'none recorded'}")
     return 0

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from onnxnas.arch import Arch, load_arch
 from onnxnas.cli.build_lut import default_out
-from onnxnas.cli.options import add_timing_options, check_precision, make_backend, timing_protocol
+from onnxnas.cli.options import SEED, add_timing_options, bounded_int, check_precision, make_backend, timing_protocol
 from onnxnas.deploy.engine import DEFAULT_TIMING_CACHE, HARDWARE_COMPATIBILITY, EngineOptions
 from onnxnas.deploy.sparsity import SPARSITY_PATTERNS
 from onnxnas.errors import OnnxNasError
 from onnxnas.finalize import FinalizeOptions, finalize
 from onnxnas.lut.builder import Shard
 from onnxnas.timing.devices import DEVICES
+
+MAX_CALIBRATION_SAMPLES = 4096
+MAX_VERIFY_SAMPLES = 1024
+MAX_SAMPLE_BYTES = 1 << 30  # calibration + verification images, float32, held at once
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-data", default="synthetic",
                         help="INT8 calibration / verification images: digits, synthetic or an image folder "
                              "(default: %(default)s)")
-    parser.add_argument("--calib-samples", type=int, default=16, help="calibration images (default: %(default)s)")
-    parser.add_argument("--verify-samples", type=int, default=4, help="verification images (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random-init weights (default: %(default)s)")
+    parser.add_argument("--calib-samples", type=bounded_int(1, MAX_CALIBRATION_SAMPLES), default=16, help="calibration images (default: %(default)s)")
+    parser.add_argument("--verify-samples", type=bounded_int(1, MAX_VERIFY_SAMPLES), default=4, help="verification images (default: %(default)s)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of random-init weights (default: %(default)s)")
     parser.add_argument("--no-measure", action="store_true", help="skip the end-to-end latency measurement")
     engine = parser.add_argument_group("TensorRT engine")
     engine.add_argument("--engine", action=argparse.BooleanOptionalAction, default=None,
@@ -51,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--version-compatible", action="store_true", help="engine runs on later TensorRT versions")
     engine.add_argument("--exclude-lean-runtime", action="store_true",
                         help="leave the lean runtime out of a version-compatible engine")
-    engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit")
+    engine.add_argument("--workspace-mib", type=bounded_int(1, 1 << 20), default=None, help="builder workspace limit")
     add_timing_options(parser, device_default="cpu")  # measure with the LUT protocol on ORT CPU unless told otherwise
     parser.set_defaults(func=run)
 
@@ -59,9 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     precision = check_precision(args.precision)
     arch = load_arch(args.arch)
-    for flag in ("calib_samples", "verify_samples"):
-        if getattr(args, flag) < 1:
-            raise OnnxNasError(f"--{flag.replace('_', '-')} must be >= 1")
+    _check_sample_memory(arch, args.calib_samples + args.verify_samples)
     backend, device = (None, None) if args.no_measure else make_backend(args, args.timing_cache)
     out = args.out or Path("out") / f"{args.arch.stem}-{precision}"
     options = FinalizeOptions(
@@ -79,6 +82,15 @@ def run(args: argparse.Namespace) -> int:
         getattr(backend, "close", lambda: None)()
     _summary(out, manifest)
     return 0
+
+
+def _check_sample_memory(arch: Arch, samples: int) -> None:
+    """Calibration and verification images are held in memory at once: refuse what cannot fit."""
+    need = samples * math.prod(arch.input_shape) * 4
+    if need > MAX_SAMPLE_BYTES:
+        raise OnnxNasError(f"--calib-samples + --verify-samples = {samples} images of {list(arch.input_shape[1:])} "
+                           f"need {need / 2**30:.1f} GiB, more than the {MAX_SAMPLE_BYTES / 2**30:g} GiB allowed",
+                           where="--calib-samples", fix="pass fewer samples")
 
 
 def _default_lut(arch: Arch, args: argparse.Namespace, precision: str) -> Path | None:

@@ -1,13 +1,90 @@
-"""Argument groups shared by several commands, and their parsing into domain objects."""
+"""Argument groups shared by several commands, their parsing into domain objects, and the
+``type=`` checkers that every numeric flag goes through.
+
+A numeric flag is checked where argparse reads it, so ``--lr inf``, ``--alpha nan`` or
+``--seed 10**23`` stop at parse time with one line naming the flag (exit 2), before any file
+is read or any tensor allocated.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onnxnas.errors import OnnxNasError, choice_error
+from onnxnas.errors import choice_error
 from onnxnas.timing.base import PRECISIONS, TimingBackend, TimingProtocol
+
+MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range; torch takes it too
+MAX_RUNS = 1_000_000  # timed or warm-up runs per block
+MAX_BATCH = 65_536
+MAX_EPOCHS = 100_000
+MAX_BATCHES = 10_000_000
+MAX_WORKERS = 64
+
+
+def _show(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type=``: a decimal integer in [low, high] (the bound is checked before any use)."""
+    def parse(text: str) -> int:
+        stripped = text.strip()
+        if len(stripped) > 40 or not stripped.lstrip("+-").isdigit():
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {_show(text)!r}")
+        value = int(stripped)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {_show(text)}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its message
+    return parse
+
+
+def finite_float(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number in [low, high] ((low, high] with ``low_open``); NaN/inf refused."""
+    bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {_show(text)!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number in {bounds}, got {_show(text)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def float_list(low: float, high: float, *, low_open: bool = False) -> Callable[[str], list[float]]:
+    """An argparse ``type=``: one number or a comma list (a sweep), each checked like :func:`finite_float`."""
+    one = finite_float(low, high, low_open=low_open)
+
+    def parse(text: str) -> list[float]:
+        values = [one(part) for part in text.split(",") if part.strip()]
+        if not values or len(values) > 64:
+            raise argparse.ArgumentTypeError(f"expected 1 to 64 comma-separated numbers, got {_show(text)!r}")
+        return values
+
+    parse.__name__ = "number list"
+    return parse
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity), the ceiling for thread-count flags."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+SEED = bounded_int(0, MAX_SEED)
 
 
 def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> None:
@@ -27,17 +104,16 @@ def add_timing_options(parser: argparse.ArgumentParser, *, device_default: str |
     group.add_argument("--backend", default=None, help="onnxruntime, tensorrt, trtexec or torch-cuda (default: the device's)")
     group.add_argument("--precision", default=precision_default,
                        help="fp32, fp16 or int8 (default: " + (precision_default or "the manifest's, else fp32") + ")")
-    group.add_argument("--threads", type=int, default=1, help="CPU threads for onnxruntime (default: %(default)s)")
-    group.add_argument("--warmup", type=int, default=20, help="warm-up runs per block (default: %(default)s)")
-    group.add_argument("--runs", type=int, default=200, help="timed runs per block (default: %(default)s)")
+    group.add_argument("--threads", type=bounded_int(1, usable_cpus()), default=1,
+                       help=f"CPU threads for onnxruntime, 1 to this machine's {usable_cpus()} (default: %(default)s)")
+    group.add_argument("--warmup", type=bounded_int(0, MAX_RUNS), default=20,
+                       help="warm-up runs per block (default: %(default)s)")
+    group.add_argument("--runs", type=bounded_int(1, MAX_RUNS), default=200,
+                       help="timed runs per block (default: %(default)s)")
 
 
 def timing_protocol(args: argparse.Namespace) -> TimingProtocol:
-    for flag, value in (("--threads", args.threads), ("--runs", args.runs)):
-        if value < 1:
-            raise OnnxNasError(f"{flag} must be >= 1, got {value}", fix=f"pass {flag} 1 or more")
-    if args.warmup < 0:
-        raise OnnxNasError(f"--warmup must be >= 0, got {args.warmup}")
+    """The protocol of the parsed flags (their ranges were checked by argparse)."""
     return TimingProtocol(warmup_runs=args.warmup, runs=args.runs, threads=args.threads)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from onnxnas.arch import load_arch
 from onnxnas.errors import OnnxNasError
+from onnxnas.search.metrics import read_search_metrics
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +22,13 @@ def run(args: argparse.Namespace) -> int:
 
     folder = Path(args.run)
     metrics_path = folder / "metrics.jsonl"
-    if not metrics_path.is_file():
+    if not metrics_path.exists():
         hint = "pick one of its variants/<name> folders" if (folder / "summary.json").is_file() else "pass a search --out folder"
         raise OnnxNasError("no metrics.jsonl here", where=str(folder), fix=hint)
-    metrics = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    metrics = read_search_metrics(metrics_path)
     out = Path(args.out) if args.out else folder
     written = [plot_search_curves(metrics, out / "search_curves.png")]
-    if (folder / "arch.json").is_file():
+    if (folder / "arch.json").exists():
         written.append(plot_arch(load_arch(folder / "arch.json"), out / "arch.png"))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

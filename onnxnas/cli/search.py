@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from onnxnas.cli.options import add_space_option
+from onnxnas.cli.options import (MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, MAX_WORKERS, SEED, add_space_option, bounded_int,
+                                 finite_float)
 from onnxnas.search.methods import METHODS, get_method
 
 
@@ -20,13 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder: arch.json, weights.pt, metrics.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=20, help="total epochs, warm-up included (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=64, help="per-process batch size (default: %(default)s)")
-    train.add_argument("--max-batches", type=int, default=None, help="cap on batches per epoch (smoke tests)")
-    train.add_argument("--lr", type=float, default=0.002, help="RMSprop learning rate, cosine decay (default: %(default)s)")
-    train.add_argument("--weight-decay", type=float, default=1e-5, help="(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    train.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: %(default)s)")
+    train.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=20, help="total epochs, warm-up included (default: %(default)s)")
+    train.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=64, help="per-process batch size (default: %(default)s)")
+    train.add_argument("--max-batches", type=bounded_int(2, MAX_BATCHES), default=None, help="cap on batches per epoch (smoke tests)")
+    train.add_argument("--lr", type=finite_float(0, 10, low_open=True), default=0.002, help="RMSprop learning rate, cosine decay (default: %(default)s)")
+    train.add_argument("--weight-decay", type=finite_float(0, 1), default=1e-5, help="(default: %(default)s)")
+    train.add_argument("--seed", type=SEED, default=0, help="(default: %(default)s)")
+    train.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), default=0, help="data-loading worker processes (default: %(default)s)")
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="auto: CUDA (AMP, channels-last) when present (default: %(default)s)")
     for name in sorted(METHODS):

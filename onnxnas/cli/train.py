@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from onnxnas.arch import load_arch
+from onnxnas.arch import check_fits_space, load_arch
+from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
 from onnxnas.data import load_data
-from onnxnas.fileio import atomic_write_json, atomic_write_text
+from onnxnas.errors import OnnxNasError
+from onnxnas.fileio import atomic_write_json
 from onnxnas.search.checkpoint import save_weights
+from onnxnas.search.metrics import write_metrics
+from onnxnas.space import load_space
 from onnxnas.train import TrainConfig, train_arch
 
 _DEFAULTS = TrainConfig()
@@ -19,14 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="retrain an arch.json from scratch and report accuracy")
     parser.add_argument("arch", help="arch.json (from 'onnxnas search')")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
+    parser.add_argument("--space", default=None, help="space the arch must fit (default: the arch's own)")
     parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json (default: beside the arch)")
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="SGD learning rate, cosine decay (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="(default: %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing, help="(default: %(default)s)")
-    parser.add_argument("--max-batches", type=int, default=None, help="cap on batches per epoch (smoke tests)")
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=_DEFAULTS.epochs, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=_DEFAULTS.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.lr, help="SGD learning rate, cosine decay (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=finite_float(0, 1), default=_DEFAULTS.weight_decay, help="(default: %(default)s)")
+    parser.add_argument("--label-smoothing", type=finite_float(0, 0.99), default=_DEFAULTS.label_smoothing, help="(default: %(default)s)")
+    parser.add_argument("--max-batches", type=bounded_int(1, MAX_BATCHES), default=None, help="cap on batches per epoch (smoke tests)")
+    parser.add_argument("--seed", type=SEED, default=_DEFAULTS.seed, help="(default: %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -34,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       label_smoothing=args.label_smoothing, max_batches=args.max_batches, seed=args.seed).validate()
     arch = load_arch(args.arch)
+    check_fits_space(arch, load_space(args.space or arch.space), str(args.arch))
+    out = Path(args.out) if args.out else Path(args.arch).parent / "train"
+    if out.exists() and not out.is_dir():  # found now, not after the training it would throw away
+        raise OnnxNasError("--out exists and is not a folder", where=str(out), fix="pass a folder path")
     data = load_data(args.data, arch.resolution, arch.in_chs, seed=args.seed)
     model, history = train_arch(arch, data, cfg)
-    out = Path(args.out) if args.out else Path(args.arch).parent / "train"
     save_weights(out / "weights.pt", arch, {k: v.cpu() for k, v in model.state_dict().items()}, {})
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in history))
+    write_metrics(out / "metrics.jsonl", history)
     result = {"arch": str(args.arch), "arch_hash": arch.hash, "dataset": data.name, "val_accuracy": history[-1]["val_accuracy"],
               "epochs": cfg.epochs, "seed": cfg.seed}
     atomic_write_json(out / "result.json", result)

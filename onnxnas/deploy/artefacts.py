@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import current_umask
+from onnxnas.fileio import current_umask, read_regular_bytes
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -27,6 +27,7 @@ MANIFEST_FILE = "manifest.json"
 INPUTS_FILE = "reference_inputs.json"
 OUTPUTS_FILE = "reference_outputs.json"
 COMPRESSED_FILE = "compressed.bin"
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit; bigger models keep their weights as external data
 ARTEFACTS = (ONNX_FILE, ENGINE_FILE, INPUTS_FILE, OUTPUTS_FILE, COMPRESSED_FILE, MANIFEST_FILE)  # manifest last: it marks completion
 
 
@@ -62,16 +63,16 @@ def check_external_data(model: onnx.ModelProto, folder: Path, where: str) -> Non
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Load an ONNX file after checking its external data stays in its folder, then run the full checker."""
     path = Path(path)
-    if not path.is_file():
-        raise OnnxNasError("ONNX model not found", where=str(path), fix="check the path")
+    data = read_regular_bytes(path, "ONNX model", MAX_ONNX_BYTES)
     try:
-        header = onnx.load(str(path), load_external_data=False)
-    except (OSError, DecodeError) as exc:
-        raise OnnxNasError(f"cannot read ONNX model: {exc}", where=str(path)) from exc
+        header = onnx.load_model_from_string(data)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise OnnxNasError(f"cannot read ONNX model: {str(exc).strip()[:200] or type(exc).__name__}", where=str(path),
+                           fix="pass a .onnx file written by onnx.save or 'onnxnas finalize'") from exc
     check_external_data(header, path.parent, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, OSError) as exc:
         raise OnnxNasError(f"not a valid ONNX model: {str(exc).strip().splitlines()[0]}", where=str(path)) from exc
     return header
 
@@ -88,7 +89,11 @@ def staging(out: Path) -> Iterator[Path]:
         raise OnnxNasError(f"cannot create the output folder: {exc.strerror}", where=str(out)) from exc
     try:
         yield stage
-        _publish(stage, out)
+        try:
+            _publish(stage, out)
+        except OSError as exc:  # a full disk, a read-only or vanished --out: the user's to fix
+            raise OnnxNasError(f"cannot move the verified artefacts into place: {exc.strerror}", where=str(out),
+                               fix="free disk space or choose a writable --out, then rerun") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -10,7 +10,6 @@ slicing follows the blocks' code wherever it goes.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from onnxnas.arch import Arch
 from onnxnas.blocks import build_block, build_model
 from onnxnas.blocks.spec import BlockSpec
 from onnxnas.errors import OnnxNasError
+from onnxnas.schema import MAX_CHANNELS, MAX_LAYERS
+from onnxnas.search.checkpoint import PICKLE_FIX, check_tensors, load_torch
 
 CHECKPOINT_VERSION = 1
 StateDict = dict[str, torch.Tensor]
@@ -38,40 +39,40 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read an onnxnas checkpoint or a plain state_dict; never unpickle code."""
+    """Read an onnxnas checkpoint, ``{'state_dict': {...}}`` or a plain state_dict; never unpickle code."""
     source = str(path)
-    if not Path(path).is_file():
-        raise OnnxNasError("checkpoint not found", where=source, fix="check the --weights path")
-    try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        raise OnnxNasError("not a plain-tensor checkpoint: it needs pickled code to load, which is refused",
-                           where=source, fix="save only tensors: torch.save({'state_dict': model.state_dict(), ...})") from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise OnnxNasError(f"cannot read checkpoint: {str(exc).splitlines()[0]}", where=source) from exc
-    return _parse(data, source)
-
-
-def _parse(data: Any, source: str) -> Checkpoint:
+    data = load_torch(path, "checkpoint")
     if not isinstance(data, Mapping):
-        raise OnnxNasError(f"expected a dict, got {type(data).__name__}", where=source)
-    if "onnxnas_checkpoint" not in data:
-        return Checkpoint(_tensors(data, source), {}, None, source)
-    if data["onnxnas_checkpoint"] != CHECKPOINT_VERSION:
-        raise OnnxNasError(f"unsupported onnxnas_checkpoint version {data['onnxnas_checkpoint']!r}", where=source,
-                           fix=f"this onnxnas reads version {CHECKPOINT_VERSION}")
-    raw_index = data.get("hidden_index") or {}
-    try:
-        index = {int(layer): [int(c) for c in kept] for layer, kept in raw_index.items()}
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise OnnxNasError("hidden_index must map layer indices to lists of channel indices", where=source) from exc
-    return Checkpoint(_tensors(data.get("state_dict"), source), index, data.get("arch_hash"), source)
+        raise OnnxNasError(f"expected a dict of tensors, got {type(data).__name__}", where=source, fix=PICKLE_FIX)
+    if "onnxnas_checkpoint" in data:
+        if data["onnxnas_checkpoint"] != CHECKPOINT_VERSION:
+            raise OnnxNasError(f"unsupported onnxnas_checkpoint version {data['onnxnas_checkpoint']!r}", where=source,
+                               fix=f"this onnxnas reads version {CHECKPOINT_VERSION}")
+        arch_hash = data.get("arch_hash")
+        if arch_hash is not None and not isinstance(arch_hash, str):
+            raise OnnxNasError(f"arch_hash must be a string, got {type(arch_hash).__name__}", where=source)
+        return Checkpoint(check_tensors(data.get("state_dict"), source), _hidden_index(data.get("hidden_index"), source),
+                          arch_hash, source)
+    if isinstance(data.get("state_dict"), Mapping):  # torch.save({'state_dict': model.state_dict(), 'epoch': ...})
+        return Checkpoint(check_tensors(data["state_dict"], source), {}, None, source)
+    return Checkpoint(check_tensors(data, source), {}, None, source)
 
 
-def _tensors(state: Any, source: str) -> StateDict:
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OnnxNasError("state_dict must map names to tensors", where=source)
-    return dict(state)
+def _hidden_index(raw: Any, source: str) -> dict[int, list[int]]:
+    """``{layer: [kept hidden channels]}`` with integer layers and channels (ranges are checked when slicing)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) > MAX_LAYERS:
+        raise OnnxNasError("hidden_index must map layer indices to lists of channel indices", where=source)
+    index = {}
+    for layer, kept in raw.items():
+        if not str(layer).isdigit() or int(layer) >= MAX_LAYERS:
+            raise OnnxNasError(f"hidden_index has key {layer!r}, not a layer index", where=source)
+        if (not isinstance(kept, (list, tuple)) or len(kept) > MAX_CHANNELS
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in kept)):
+            raise OnnxNasError(f"hidden_index[{layer}] must be a list of channel indices", where=source)
+        index[int(layer)] = list(kept)
+    return index
 
 
 def fit_state_dict(checkpoint: Checkpoint, arch: Arch) -> StateDict:
@@ -80,8 +81,13 @@ def fit_state_dict(checkpoint: Checkpoint, arch: Arch) -> StateDict:
     Raises a user error naming the first tensor that is missing, extra, or whose
     non-hidden dimensions differ from the arch's.
     """
-    expected = {k: tuple(v.shape) for k, v in build_model(arch).state_dict().items()}
+    model_state = build_model(arch).state_dict()
+    expected = {k: tuple(v.shape) for k, v in model_state.items()}
     state = dict(checkpoint.state_dict)
+    for name, tensor in state.items():
+        if name in model_state and tensor.is_floating_point() != model_state[name].is_floating_point():
+            raise _mismatch(checkpoint.source, f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
+                                               f"the arch needs {str(model_state[name].dtype).removeprefix('torch.')}")
     for i, layer in enumerate(arch.layers):
         if layer.type in _SLICEABLE:
             _slice_layer(state, f"blocks.{i}.", layer, checkpoint.hidden_index.get(i), checkpoint.source)

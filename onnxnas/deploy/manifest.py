@@ -8,9 +8,11 @@ plan stays exactly as TensorRT wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from onnxnas import __version__
 from onnxnas.compress.size import bound_bits
 from onnxnas.deploy.artefacts import MANIFEST_FILE
 from onnxnas.deploy.concrete import FLOAT_BITS, bits_for
-from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json, file_sha256, read_json
+from onnxnas.schema import Fields
+from onnxnas.timing.base import PRECISIONS
 
 MANIFEST_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _PACKAGES = ("torch", "onnx", "onnxruntime", "onnx-ir", "onnxscript", "polygraphy", "tensorrt")
 
 
@@ -85,13 +89,69 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
                                                       "created": _now(), **manifest})
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    """One shipped file as finalize recorded it."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LutRecord:
+    """The LUT prediction of the manifest: ``predicted_us`` is None with a ``note`` saying why."""
+
+    predicted_us: float | None
+    lut: str | None
+    note: str | None
+    protocol: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The fields of manifest.json that verify and bench act on, each checked on load."""
+
+    source: str
+    precision: str
+    onnx: FileRecord
+    engine: FileRecord | None
+    lut: LutRecord
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """Read ``folder/manifest.json`` through the bounded JSON reader and check every field used.
+
+    Other fields (size, passes, notes, ...) are for people and are not interpreted here.
+    """
     path = folder / MANIFEST_FILE
-    data = read_json(path, "manifest")
-    if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
-        raise OnnxNasError(f"unsupported manifest_version {data.get('manifest_version') if isinstance(data, dict) else None!r}",
-                           where=str(path), fix=f"regenerate it with this onnxnas (version {MANIFEST_VERSION})")
-    return data
+    source = str(path)
+    top = Fields(read_json(path, "manifest"), "$", source)
+    version = top.get("manifest_version", None)
+    if version != MANIFEST_VERSION:
+        raise top.fail("manifest_version", f"unsupported manifest_version {version!r}",
+                       fix=f"regenerate it with this onnxnas (version {MANIFEST_VERSION})")
+    files = top.object("files")
+    lut = top.object("latency").object("lut")
+    return Manifest(
+        source=source, precision=top.string("precision", choices=PRECISIONS),
+        onnx=_file_record(files.object("onnx")),
+        engine=None if files.get("engine", None) is None else _file_record(files.object("engine")),
+        lut=LutRecord(predicted_us=None if lut.get("predicted_us", None) is None
+                      else lut.number("predicted_us", low=0.0, low_open=True),
+                      lut=_optional_string(lut, "lut"), note=_optional_string(lut, "note"),
+                      protocol=None if lut.get("protocol", None) is None else lut.object("protocol").data))
+
+
+def _file_record(f: Fields) -> FileRecord:
+    sha256 = f.string("sha256")
+    if not _SHA256.fullmatch(sha256):
+        raise f.fail("sha256", f"expected 64 hex digits, got {sha256[:70]!r}")
+    return FileRecord(path=f.identifier("path"), bytes=f.integer("bytes", low=0, high=2**50), sha256=sha256)
+
+
+def _optional_string(f: Fields, name: str) -> str | None:
+    return None if f.get(name, None) is None else f.string(name)
 
 
 def _now() -> str:

@@ -15,9 +15,10 @@ the checks on shipped files without the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,14 @@ from onnxnas.deploy.artefacts import ENGINE_FILE, INPUTS_FILE, ONNX_FILE, OUTPUT
 from onnxnas.deploy.manifest import io_signature
 from onnxnas.deploy.runtime import open_runner
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import atomic_write_text
+from onnxnas.fileio import atomic_write_text, read_text
 
 # Measured on random-init tiny and GPUNet-1 networks with data-calibrated BN (worst case seen): fp32 ~1e-6,
 # fp16 ~2e-3, int8 ~0.24 of the peak (per-tensor max-calibrated activations on 16 images, low-margin logits).
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.3}
 RULE = "max |candidate - reference| <= tolerance * max |reference|, per output, over all inputs"
 Feed = dict[str, np.ndarray]
+MAX_REFERENCE_BYTES = 1 << 30  # the saved inputs are at most --verify-samples images
 
 
 class TorchRunner(BaseRunner):
@@ -134,6 +136,7 @@ def compare(results: RunResults, precision: str) -> VerificationReport:
     reference_iterations = results[0][1]
     peaks = {name: max(float(np.abs(np.asarray(it[name], np.float64)).max()) for it in reference_iterations)
              for name in reference_iterations[0].keys()}
+    _check_reference(peaks, results[0][0])
     atol = {name: tolerance * peak for name, peak in peaks.items()}
     func = CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max")
     pairs = [(i, i + 1) for i in range(len(results) - 1)]
@@ -150,6 +153,19 @@ def compare(results: RunResults, precision: str) -> VerificationReport:
     return VerificationReport(precision, tolerance, len(reference_iterations), comparisons)
 
 
+def _check_reference(peaks: dict[str, float], runner: str) -> None:
+    """The tolerance is relative to the reference's peak, so an all-zero (dead) or non-finite reference
+    would pass anything: refuse it instead of verifying vacuously."""
+    for name, peak in peaks.items():
+        if not math.isfinite(peak):
+            raise OnnxNasError(f"verification refused: output {name!r} of {runner} holds NaN or infinite values",
+                               fix="check the weights (a diverged or damaged checkpoint?)")
+        if peak == 0.0:
+            raise OnnxNasError(f"verification refused: output {name!r} of {runner} is all zeros on every input, so "
+                               "the relative tolerance would pass any candidate (a dead network?)",
+                               fix="check the weights: a float checkpoint whose values are not all zero")
+
+
 def save_reference(results: RunResults, inputs: Sequence[Feed], inputs_path: Path, outputs_path: Path) -> None:
     """Write the inputs and the first runner's outputs as Polygraphy JSON (atomically)."""
     atomic_write_text(inputs_path, to_json(list(inputs)))
@@ -158,15 +174,27 @@ def save_reference(results: RunResults, inputs: Sequence[Feed], inputs_path: Pat
 
 def load_reference(inputs_path: Path, outputs_path: Path) -> tuple[list[Feed], RunResults]:
     """Read what :func:`save_reference` wrote (NumPy payloads load with ``allow_pickle=False``)."""
-    try:
-        inputs = from_json(inputs_path.read_text(encoding="utf-8"))
-        outputs = RunResults.from_json(outputs_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise OnnxNasError("reference inputs/outputs missing", where=str(exc.filename),
-                           fix="rerun 'onnxnas finalize' to regenerate the folder") from exc
-    except (ValueError, KeyError, PolygraphyException) as exc:
-        raise OnnxNasError(f"malformed reference file: {exc}", where=str(inputs_path.parent)) from exc
+    inputs = _polygraphy_json(inputs_path, "reference inputs", from_json)
+    outputs = _polygraphy_json(outputs_path, "reference outputs", RunResults.from_json)
+    if (not isinstance(inputs, list) or not inputs or not all(isinstance(feed, dict) for feed in inputs)
+            or not isinstance(outputs, RunResults) or len(outputs) != 1):
+        raise OnnxNasError("reference files do not hold one list of inputs and one runner's outputs",
+                           where=str(inputs_path.parent), fix="rerun 'onnxnas finalize' to regenerate the folder")
     return [dict(feed) for feed in inputs], outputs
+
+
+def _polygraphy_json(path: Path, what: str, parse: Callable[[str], Any]) -> Any:
+    """A bounded read, then Polygraphy's decoder (NumPy payloads with ``allow_pickle=False``), failures as one line."""
+    text = read_text(path, what, MAX_REFERENCE_BYTES)
+    try:
+        return parse(text)
+    except RecursionError as exc:
+        raise OnnxNasError(f"malformed {what}: nested too deeply", where=str(path),
+                           fix="rerun 'onnxnas finalize' to regenerate the folder") from exc
+    except Exception as exc:  # Polygraphy and NumPy decoders raise many unrelated types on bad input
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise OnnxNasError(f"malformed {what}: {reason}", where=str(path),
+                           fix="rerun 'onnxnas finalize' to regenerate the folder") from exc
 
 
 def verify_artefacts(reference: nn.Module, folder: Path, samples: Sequence[np.ndarray], precision: str, *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from onnxnas.errors import OnnxNasError
@@ -36,7 +37,8 @@ class PrunetConfig:
     FLAGS = {"epochs": "--epochs", "warmup_epochs": "--warmup-epochs", "alpha": "--alpha", "lam": "--lambda",
              "beta": "--beta", "phi": "--phi", "tau": "--tau", "t_init": "--t-init", "t_final": "--t-final",
              "lr": "--lr", "arch_lr": "--arch-lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
-             "max_batches": "--max-batches", "workers": "--workers"}
+             "max_batches": "--max-batches", "workers": "--workers", "seed": "--seed",
+             "arch_fraction": "arch_fraction"}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,6 +51,9 @@ class PrunetConfig:
         def fail(field: str, message: str, fix: str | None = None) -> OnnxNasError:
             return OnnxNasError(f"{self.FLAGS[field]} {message}", fix=fix)
 
+        for field, value in self.to_dict().items():  # flags are range-checked by argparse; this guards API callers
+            if isinstance(value, float) and not math.isfinite(value):
+                raise fail(field, f"must be a finite number, got {value}")
         for field in ("t_init", "t_final"):
             if not 0 < getattr(self, field) < 1:
                 raise fail(field, f"must be in (0, 1), got {getattr(self, field)}")

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
+from onnxnas.cli.options import MAX_EPOCHS, bounded_int, finite_float, float_list
 from onnxnas.data import load_data
 from onnxnas.errors import OnnxNasError
 from onnxnas.lut.table import LatencyTable
 from onnxnas.search.config import PrunetConfig
 from onnxnas.search.distributed import init_distributed, shutdown
-from onnxnas.search.runner import SearchJob
+from onnxnas.search.runner import SearchJob, output_lock
 from onnxnas.search.sweep import format_results, run_sweep, variants
 from onnxnas.space import load_space
 
@@ -22,35 +23,25 @@ _DEFAULTS = PrunetConfig()
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prunet (DESIGN.md section 6)")
-    group.add_argument("--alpha", default=str(_DEFAULTS.alpha),
+    group.add_argument("--alpha", type=float_list(0, 100), default=[_DEFAULTS.alpha],
                        help="latency weight, or a comma list to sweep; larger is faster (default: %(default)s)")
-    group.add_argument("--lambda", dest="lam", default=str(_DEFAULTS.lam),
+    group.add_argument("--lambda", dest="lam", type=float_list(0, 10, low_open=True), default=[_DEFAULTS.lam],
                        help="scale of the block beside a new skip, or a comma list to sweep (default: %(default)s)")
-    group.add_argument("--beta", type=float, default=_DEFAULTS.beta, help="latency exponent (default: %(default)s)")
-    group.add_argument("--phi", type=float, default=_DEFAULTS.phi, help="scale of a new skip (default: %(default)s)")
-    group.add_argument("--tau", type=float, default=_DEFAULTS.tau, help="constant Gumbel-softmax temperature (default: %(default)s)")
-    group.add_argument("--t-init", type=float, default=_DEFAULTS.t_init,
+    group.add_argument("--beta", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.beta, help="latency exponent (default: %(default)s)")
+    group.add_argument("--phi", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.phi, help="scale of a new skip (default: %(default)s)")
+    group.add_argument("--tau", type=finite_float(0, 100, low_open=True), default=_DEFAULTS.tau, help="constant Gumbel-softmax temperature (default: %(default)s)")
+    group.add_argument("--t-init", type=finite_float(0, 1), default=_DEFAULTS.t_init,
                        help="pruning threshold after warm-up, <= 1/max(N_l) (default: %(default)s)")
-    group.add_argument("--t-final", type=float, default=_DEFAULTS.t_final,
+    group.add_argument("--t-final", type=finite_float(0, 1), default=_DEFAULTS.t_final,
                        help="pruning threshold at the last epoch (default: %(default)s)")
-    group.add_argument("--warmup-epochs", type=int, default=_DEFAULTS.warmup_epochs,
+    group.add_argument("--warmup-epochs", type=bounded_int(0, MAX_EPOCHS), default=_DEFAULTS.warmup_epochs,
                        help="epochs with frozen architecture weights (default: %(default)s)")
-    group.add_argument("--arch-lr", type=float, default=_DEFAULTS.arch_lr,
+    group.add_argument("--arch-lr", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.arch_lr,
                        help="Adam learning rate of the architecture weights (default: %(default)s)")
 
 
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise OnnxNasError(f"{flag} takes a number or a comma list of numbers, got {text!r}") from exc
-    if not values:
-        raise OnnxNasError(f"{flag} needs at least one value")
-    return values
-
-
 def config_from_args(args: argparse.Namespace) -> tuple[PrunetConfig, list[float], list[float]]:
-    alphas, lambdas = _floats(args.alpha, "--alpha"), _floats(args.lam, "--lambda")
+    alphas, lambdas = args.alpha, args.lam
     cfg = PrunetConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs, alpha=alphas[0], lam=lambdas[0],
                        beta=args.beta, phi=args.phi, tau=args.tau, t_init=args.t_init, t_final=args.t_final,
                        lr=args.lr, arch_lr=args.arch_lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
@@ -81,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_data(args.data, space.resolution, space.in_chs, seed=cfg.seed)
         job = SearchJob(space, table, Path(args.lut), data, ctx, device, Path(args.out), cfg)
-        results = run_sweep(job, variants(alphas, lambdas), args.resume)
+        with output_lock(job):
+            results = run_sweep(job, variants(alphas, lambdas), args.resume)
     finally:
         shutdown(ctx)
     if ctx.is_main:
