@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,14 @@ def save_search_state(path: str | Path, state: dict[str, Any]) -> Path:
     return save_torch(path, {"onnxnas_search": SEARCH_FORMAT, **state})
 
 
-def load_search_state(path: str | Path, max_epoch: int = 2**31) -> dict[str, Any]:
-    """A search checkpoint with every field the resume reads checked: types, epoch range, finite weights."""
+def load_search_state(path: str | Path, max_epoch: int = 2**31,
+                      check_method: Callable[[Fields], None] | None = None) -> dict[str, Any]:
+    """A search checkpoint with every field the resume reads checked: types, epoch range, finite weights.
+
+    The fields every method's trainer saves are checked here (epoch, metrics, model, config,
+    RNG, AMP scaler, each ``*_opt`` optimizer); ``check_method`` checks the method's own, and
+    then no unknown field may remain.
+    """
     source = str(path)
     f = Fields(load_torch(path, "search checkpoint"), "$", source)
     if f.get("onnxnas_search", None) != SEARCH_FORMAT:
@@ -96,10 +102,7 @@ def load_search_state(path: str | Path, max_epoch: int = 2**31) -> dict[str, Any
     metrics = f.list("metrics")
     if len(metrics) != epoch or not all(isinstance(m, dict) for m in metrics):
         raise f.fail("metrics", f"expected one object per finished epoch ({epoch}), got {len(metrics)} item(s)")
-    structure = f.object("structure")
-    structure.list("layers")
-    structure.object("masks")
-    for name in ("weight_opt", "arch_opt"):
+    for name in [k for k in f.data if isinstance(k, str) and k.endswith("_opt")]:
         optimizer = f.object(name)
         optimizer.object("state")
         optimizer.list("param_groups", min_items=1)
@@ -111,7 +114,9 @@ def load_search_state(path: str | Path, max_epoch: int = 2**31) -> dict[str, Any
         raise rng.fail("torch", "expected the CPU generator state (a 1-D uint8 tensor)")
     rng.get("cuda", None)
     check_tensors(f.get("model"), source, "model")
-    f.done()
+    if check_method is not None:  # a resume: the method knows all its fields, so nothing may be left over
+        check_method(f)
+        f.done()
     return f.data
 
 

@@ -8,33 +8,27 @@ and the skip multipliers only act after pruning), which is why variants can shar
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
-
 from onnxnas.arch import Arch
 from onnxnas.data import DataSplits
-from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import file_sha256
-from onnxnas.lock import exclusive_output
 from onnxnas.lut.table import LatencyTable
-from onnxnas.search.checkpoint import load_search_state, save_search_state, save_weights
+from onnxnas.schema import Fields
+from onnxnas.search.checkpoint import load_search_state, save_weights
 from onnxnas.search.config import PrunetConfig
 from onnxnas.search.distributed import DistContext, barrier
+from onnxnas.search.loop import CHECKPOINTS, check_config, restore, train_until
 from onnxnas.search.latency import SpaceLatency
-from onnxnas.search.metrics import write_metrics
 from onnxnas.search.supernet import Supernet
-from onnxnas.search.trainer import NonFiniteLoss, SearchTrainer
+from onnxnas.search.trainer import SearchTrainer
 from onnxnas.space.choose import make_arch
 from onnxnas.space.spec import SearchSpace
 
-CHECKPOINTS = "checkpoints"
-LOCK_FILE = ".onnxnas-search.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,50 +76,18 @@ class SearchJob:
         return self.out / CHECKPOINTS / "warmup.pt"
 
 
-def _check_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    for key, value in current.items():
-        if saved.get(key) != value:
-            flag = PrunetConfig.FLAGS.get(key, f"--{key.replace('_', '-')}")
-            raise OnnxNasError(f"cannot resume: the checkpoint was made with {flag} {saved.get(key)}, not {value}",
-                               where=str(path), fix=f"rerun with {flag} {saved.get(key)}, or start over in a new --out")
-
-
-def _restore(trainer: SearchTrainer, state: dict[str, Any], path: Path) -> None:
-    """Load a checked state; what still does not fit this supernet (pruned slots, optimizer groups,
-    tensor shapes) is a damaged or foreign checkpoint, reported as one line."""
-    try:
-        trainer.load_state_dict(state)
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise OnnxNasError(f"cannot resume: the checkpoint does not fit this search ({type(exc).__name__}: {reason})",
-                           where=str(path), fix="start over in a new --out (or without --resume)") from exc
-
-
-def output_lock(job: SearchJob) -> contextlib.AbstractContextManager[None]:
-    """One search per --out: rank 0 holds an exclusive lock for the whole run (other ranks write nothing)."""
-    if not job.ctx.is_main:
-        return contextlib.nullcontext()
-    return exclusive_output(job.out / LOCK_FILE, "search output")
+def _prunet_fields(state: Fields) -> None:
+    """PruNet's own checkpoint fields: the pruning structure, and both optimizers."""
+    structure = state.object("structure")
+    structure.list("layers")
+    structure.object("masks")
+    state.object("weight_opt")
+    state.object("arch_opt")
 
 
 def _train_until(job: SearchJob, trainer: SearchTrainer, until: int, checkpoint: Path, metrics: Path, label: str) -> None:
-    """Run epochs up to ``until``, checkpointing each; a NaN loss stops with the last checkpoint kept."""
-    bar = tqdm(total=until, initial=trainer.epoch, desc=label, disable=True if not job.ctx.is_main else None)
-    while trainer.epoch < until:
-        try:
-            trainer.run_epoch()
-        except NonFiniteLoss as exc:
-            kept = f"the last good checkpoint ({checkpoint}, epoch {trainer.epoch}) is kept" if checkpoint.exists() \
-                else "no epoch had finished, so there is no checkpoint"
-            raise OnnxNasError(f"search stopped: {exc}; {kept}",
-                               fix="lower --lr/--arch-lr or --alpha, then rerun with --resume") from exc
-        if job.ctx.is_main:
-            save_search_state(checkpoint, trainer.state_dict())
-            write_metrics(metrics, trainer.metrics)
-        barrier(job.ctx)
-        bar.update(1)
-        bar.set_postfix(lat_us=f"{trainer.metrics[-1]['lat_us']:.0f}")
-    bar.close()
+    train_until(trainer, until, checkpoint, metrics, label, job.ctx, postfix=lambda line: {"lat_us": f"{line['lat_us']:.0f}"},
+                nan_fix="lower --lr/--arch-lr or --alpha, then rerun with --resume")
 
 
 def warm_up(job: SearchJob, resume: bool, metrics: Path) -> dict[str, Any]:
@@ -133,9 +95,9 @@ def warm_up(job: SearchJob, resume: bool, metrics: Path) -> dict[str, Any]:
     trainer = job.new_trainer(job.cfg)
     path = job.warmup_path()
     if resume and path.exists():
-        state = load_search_state(path, max_epoch=job.cfg.warmup_epochs)
-        _check_config(state["config"], job.cfg.shared(), path)
-        _restore(trainer, state, path)
+        state = load_search_state(path, job.cfg.warmup_epochs, _prunet_fields)
+        check_config(state["config"], job.cfg.shared(), path, PrunetConfig.FLAGS)
+        restore(trainer, state, path)
     _train_until(job, trainer, job.cfg.warmup_epochs, path, metrics, "warm-up")
     return trainer.state_dict()
 
@@ -146,11 +108,11 @@ def run_variant(job: SearchJob, variant: Variant, warm_state: dict[str, Any], re
     trainer = job.new_trainer(cfg)
     last = out / CHECKPOINTS / "last.pt"
     if resume and last.exists():
-        state = load_search_state(last, max_epoch=cfg.epochs)
-        _check_config(state["config"], cfg.to_dict(), last)
+        state = load_search_state(last, cfg.epochs, _prunet_fields)
+        check_config(state["config"], cfg.to_dict(), last, PrunetConfig.FLAGS)
     else:
         state = copy.deepcopy(warm_state)  # optimizers alias loaded state; branches must not share it
-    _restore(trainer, state, last)
+    restore(trainer, state, last)
     trainer.set_variant(variant.alpha, variant.lam)
     _train_until(job, trainer, cfg.epochs, last, out / "metrics.jsonl", variant.name)
     return _finish(job, trainer, out)

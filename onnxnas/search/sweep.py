@@ -10,7 +10,8 @@ from typing import Any
 
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json
-from onnxnas.search.runner import CHECKPOINTS, SearchJob, Variant, VariantResult, run_variant, warm_up
+from onnxnas.search.loop import CHECKPOINTS
+from onnxnas.search.runner import SearchJob, Variant, VariantResult, run_variant, warm_up
 
 
 def variants(alphas: Sequence[float], lambdas: Sequence[float]) -> list[Variant]:

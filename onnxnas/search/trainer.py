@@ -24,18 +24,11 @@ from onnxnas.errors import OnnxNasError
 from onnxnas.search.checkpoint import capture_rng, restore_rng
 from onnxnas.search.config import PrunetConfig
 from onnxnas.search.distributed import DistContext, average_gradients, mean_over_ranks, sync_buffers
+from onnxnas.search.loop import NonFiniteLoss
 from onnxnas.search.losses import search_loss
 from onnxnas.search.pruning import prune
 from onnxnas.search.schedules import cosine, prune_threshold, search_progress
 from onnxnas.search.supernet import Supernet
-
-
-class NonFiniteLoss(Exception):
-    """The loss became NaN or infinite; carries where, so the caller can name it."""
-
-    def __init__(self, epoch: int, batch: int):
-        super().__init__(f"loss is not finite at epoch {epoch}, batch {batch}")
-        self.epoch, self.batch = epoch, batch
 
 
 def drop_params(optimizer: torch.optim.Optimizer, modules: list[nn.Module]) -> None:
@@ -51,6 +44,39 @@ def drop_params(optimizer: torch.optim.Optimizer, modules: list[nn.Module]) -> N
         group["params"] = kept
 
 
+def batches_per_epoch(samples: int, ctx: DistContext, batch_size: int, max_batches: int | None) -> int:
+    """Batches each rank runs per epoch; fewer than 2 cannot hold a weight step and an architecture step."""
+    per_rank = samples // ctx.world_size
+    batches = per_rank // batch_size
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    if batches < 2:
+        raise OnnxNasError(f"--batch-size {batch_size} gives {batches} batch(es) per epoch from {per_rank} "
+                           "training samples per process; a search epoch needs 2 or more",
+                           fix="lower --batch-size or use more data")
+    return batches
+
+
+def epoch_loader(train_set: Dataset, epoch: int, seed: int, ctx: DistContext, batch_size: int, batches: int,
+                 workers: int, pin_memory: bool) -> DataLoader:
+    """This rank's share of a per-epoch permutation seeded by (seed, epoch), so a resumed run sees the same batches."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(train_set), generator=gen)[ctx.rank::ctx.world_size]
+    order = order[: batches * batch_size].tolist()
+    return DataLoader(train_set, batch_size=batch_size, sampler=order, drop_last=True,
+                      num_workers=workers, pin_memory=pin_memory)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                   scaler: torch.amp.GradScaler, ctx: DistContext) -> None:
+    """Backward (AMP-scaled), average gradients over ranks, step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    average_gradients(params, ctx)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 class SearchTrainer:
     """Supernet + optimizers + epoch counter + metrics history of one search (variant)."""
 
@@ -59,14 +85,7 @@ class SearchTrainer:
         self.amp = device.type == "cuda"
         self.net = supernet.to(device, memory_format=torch.channels_last if self.amp else torch.preserve_format)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
-        per_rank = len(train_set) // ctx.world_size
-        batches = per_rank // cfg.batch_size
-        if cfg.max_batches is not None:
-            batches = min(batches, cfg.max_batches)
-        if batches < 2:
-            raise OnnxNasError(f"--batch-size {cfg.batch_size} gives {batches} batch(es) per epoch from {per_rank} "
-                               "training samples per process; a search epoch needs 2 or more",
-                               fix="lower --batch-size or use more data")
+        batches = batches_per_epoch(len(train_set), ctx, cfg.batch_size, cfg.max_batches)
         self.n_batches = batches
         self.n_arch = min(batches - 1, max(1, round(cfg.arch_fraction * batches)))
         self.epoch = 0  # completed epochs
@@ -92,14 +111,6 @@ class SearchTrainer:
         return self.epoch >= self.cfg.epochs
 
     # ---- one epoch -----------------------------------------------------------------------
-    def _loader(self, epoch: int) -> DataLoader:
-        """This rank's share of a per-epoch permutation seeded by (seed, epoch)."""
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_set), generator=gen)[self.ctx.rank::self.ctx.world_size]
-        order = order[: self.n_batches * self.cfg.batch_size].tolist()
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=order, drop_last=True,
-                          num_workers=self.cfg.workers, pin_memory=self.amp)
-
     def run_epoch(self) -> dict[str, Any]:
         """Train epoch ``self.epoch``, prune at its end, and return its metrics line."""
         cfg, e = self.cfg, self.epoch
@@ -107,7 +118,8 @@ class SearchTrainer:
         n_arch = self.n_arch if searching else 0
         start, cpu_start = time.perf_counter(), time.process_time()
         sums = {"ce": 0.0, "arch_loss": 0.0, "lat": 0.0}
-        bar = tqdm(self._loader(e), total=self.n_batches, desc=f"epoch {e + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(epoch_loader(self.train_set, e, cfg.seed, self.ctx, cfg.batch_size, self.n_batches, cfg.workers, self.amp),
+                   total=self.n_batches, desc=f"epoch {e + 1}/{cfg.epochs}", leave=False,
                    disable=True if not self.ctx.is_main else None)
         for b, (x, y) in enumerate(bar):
             arch_step = b - (self.n_batches - n_arch)
@@ -154,14 +166,10 @@ class SearchTrainer:
         if not torch.isfinite(stats).all():
             raise NonFiniteLoss(*where)
         optimizer, params = (self.arch_opt, self.arch_params) if arch else (self.weight_opt, self.weight_params)
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        average_gradients(params, self.ctx)
         if not arch:
             for group in optimizer.param_groups:
                 group["lr"] = cosine(self.cfg.lr, position, self.cfg.epochs)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        optimizer_step(loss, optimizer, params, self.scaler, self.ctx)
         loss_value, ce_value, lat_value = stats.tolist()
         return loss_value, ce_value, lat_value
 

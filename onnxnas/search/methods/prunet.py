@@ -14,7 +14,8 @@ from onnxnas.errors import OnnxNasError
 from onnxnas.lut.table import LatencyTable
 from onnxnas.search.config import PrunetConfig
 from onnxnas.search.distributed import init_distributed, shutdown
-from onnxnas.search.runner import SearchJob, output_lock
+from onnxnas.search.loop import output_lock
+from onnxnas.search.runner import SearchJob
 from onnxnas.search.sweep import format_results, run_sweep, variants
 from onnxnas.space import load_space
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_data(args.data, space.resolution, space.in_chs, seed=cfg.seed)
         job = SearchJob(space, table, Path(args.lut), data, ctx, device, Path(args.out), cfg)
-        with output_lock(job):
+        with output_lock(job.ctx, job.out):
             results = run_sweep(job, variants(alphas, lambdas), args.resume)
     finally:
         shutdown(ctx)
