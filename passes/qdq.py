@@ -253,24 +253,25 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     ORT turns INT8 Q/DQ into the UINT8 its x86 kernels take only where a Q feeds exactly
     one DQ, and it merges equal Q nodes and splits a DQ with two readers. So a tensor
     read twice (swish's Sigmoid and Mul, a residual Add and the next Conv) fans out
-    after a float Reshape to its own shape, which ORT keeps: each integer reader then
-    gets a private Q -> DQ with its own (equal) scale and zero-point initializers.
+    after one float node that ORT keeps, and each integer reader gets a private Q -> DQ.
+    That node is ``Max(x, lowest float32)``, the identity on every finite value: unlike
+    the Reshape used before, an elementwise op that ORT's layout optimizer moves its
+    channels-last Transposes through (tiny: 14 Transposes -> 2, 64 nodes -> 52). ORT
+    deletes ``Mul(x, 1)`` or ``Add(x, 0)`` as no-ops, and ``Max(x, x)`` reads its DQ twice.
     """
     name = value.name
     uses = list(value.uses())
     was_output = value.is_graph_output()
     readers = _qdq_pair(graph, value, scale, name)
-    if len(uses) + was_output > 1:
-        rank = len(value.shape) if value.shape is not None else None
-        if rank is None:
-            raise ValueError(f"cannot fan out {name!r} without a known rank")
-        shape = add_initializer(graph, f"{name}_shape", np.zeros(rank, np.int64))  # 0 keeps a dimension
-        fanout = _node(graph, "Reshape", [readers, shape], {}, f"{name}_fanout", ir.DataType.FLOAT)
+    fans_out = len(uses) + was_output > 1
+    if fans_out:
+        lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
+        fanout = _node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
         fanout.outputs[0].shape = value.shape
         graph.insert_after(readers.producer(), fanout)
         readers = fanout.outputs[0]
     for node, index in uses:
-        private = len(uses) + was_output > 1 and _reads_integer(node, index)
+        private = fans_out and _reads_integer(node, index)
         node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if private else readers)
     if was_output:  # the graph output keeps its name, now on the dequantized tensor
         graph.outputs[graph.outputs.index(value)] = readers

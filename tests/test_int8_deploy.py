@@ -49,8 +49,13 @@ def test_every_conv_and_residual_add_runs_as_an_integer_kernel(tiny_int8, tmp_pa
     assert ran["QLinearConv"] == 13 and ran["Conv"] == ran["FusedConv"] == 0
     assert ran["QLinearAdd"] == 1 and ran["Add"] == 0
     # swish, the SE gate and pools, and ReLU (as LeakyRelu(0)) run on INT8 too
+    fanouts = source["Max"]
+    assert fanouts == 4  # stem and fused-IRB swish, the SE input, the residual
     assert ran["QLinearMul"] == source["Mul"] == 3 and ran["QLinearSigmoid"] == source["Sigmoid"] == 3
     assert ran["QLinearGlobalAveragePool"] == 2 and ran["QLinearLeakyRelu"] == 7
+    # the fan-outs are elementwise, so ORT moves its layout Transposes through them: only the NCHW
+    # input and the flatten before the classifier keep one
+    assert ran["Max"] == fanouts and ran["Transpose"] == 2
 
 
 def test_tensorrt_qdq_rules_hold(tiny_int8) -> None:
