@@ -68,6 +68,9 @@ def _fold(bn: ir.Node) -> bool:
     bn_out = bn.outputs[0]
     was_output = bn_out.is_graph_output()
     ir.convenience.replace_all_uses_with(bn_out, conv_out, replace_graph_outputs=True)
+    # The exporter types graph outputs only: the Conv output taking the BN's place needs its dtype
+    # as well as its shape, or onnx_ir skips serializing the shape ("value type ... is not known").
+    conv_out.type = conv_out.type or bn_out.type
     conv_out.shape = conv_out.shape or bn_out.shape
     bn.graph.remove(bn, safe=True)
     if was_output:

@@ -163,6 +163,19 @@ def test_fold_bn(act: nn.Module, bias: bool, x: np.ndarray) -> None:
     np.testing.assert_allclose(_run(folded, x), _run(model, x), atol=1e-5)
 
 
+def test_fold_bn_of_the_graph_output_keeps_its_type(caplog: pytest.LogCaptureFixture) -> None:
+    """A block ending in Conv -> BN: the Conv output becomes the graph output with dtype and shape,
+    so serializing it logs no onnx_ir "value type ... is not known" warning (build-lut int8 did, per block)."""
+    model = ir.from_proto(_export(nn.Sequential(nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6))))
+    FoldBatchNormPass()(model)
+    (output,) = model.graph.outputs
+    assert output.dtype == ir.DataType.FLOAT and list(output.shape) == [1, 6, 8, 8]
+    with caplog.at_level("WARNING"):
+        proto = ir.to_proto(model)
+    assert "is not known" not in caplog.text
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
 def test_fold_bn_through_identity_parameters(x: np.ndarray) -> None:
     """Default BN statistics are equal tensors, which the legacy exporter shares via Identity."""
     model = _export(nn.Sequential(ConvBNAct(8, 8, nn.ReLU()), ConvBNAct(8, 8, nn.ReLU())))
