@@ -17,7 +17,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx_ir.passes.common import ShapeInferencePass
 
-from passes._graph import add_initializer, const_array, fresh_name
+from passes._graph import add_initializer, const_array, fresh_name, one_output_node
+from passes._weights import MIN_SCALE, QuantizedWeight, dequantize_node
 
 __all__ = [
     "INTEGER_OPS",
@@ -28,58 +29,68 @@ __all__ = [
     "quantize_weight",
 ]
 
-# Scale for an all-zero channel: positive (TensorRT rejects 0) and a normal fp16 number.
-MIN_SCALE = float(np.finfo(np.float16).tiny)
 FLOAT_BITS = 32
 _QUANTIZED_OPS = ("Conv", "Gemm")
+Bits = int | np.ndarray  # one bitwidth, or one per output channel (filter groups)
+Range = float | np.ndarray  # one clip range r, or one per output channel
 
 
-def quantize_weight(
-    weight: np.ndarray, bits: int, axis: int = 0, absmax: float | np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(weight: np.ndarray, bits: Bits, axis: int = 0, absmax: Range | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-channel quantization along ``axis``: (INT8 values, float32 scales).
 
-    ``absmax`` is the clipping range r, one per tensor or one per channel: a trained
-    range *is* the grid (UDC's and the filter-level method's quantizers), so weights
-    beyond it saturate. Without it, a plain checkpoint gets max|w| per channel.
+    ``bits`` and ``absmax`` (the clip range r) are one per tensor or one per channel. A
+    trained range *is* the grid (UDC's and the filter-level method's quantizers), so
+    weights beyond it saturate; without one a plain checkpoint gets max|w| per channel.
     ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale r/(2^(b-1)-1);
-    ``bits == 1`` keeps the sign with scale r (default mean|w|). Exact zeros stay zero,
-    so a masked channel still dequantizes to zero.
+    ``bits == 1`` keeps the sign with scale r (default mean|w|). The arithmetic is
+    float32, as in ``onnxnas.compress.quantizer``, so a trained quantizer's integers are
+    reproduced exactly. Exact zeros stay zero, so a masked channel dequantizes to zero.
     """
-    rows = np.moveaxis(weight.astype(np.float64), axis, 0).reshape(weight.shape[axis], -1)
-    if bits == 1:
-        default = np.abs(rows).mean(axis=1)
-        qmax = 1
+    rows = np.moveaxis(weight.astype(np.float32), axis, 0).reshape(weight.shape[axis], -1)
+    channel_bits = np.broadcast_to(np.asarray(bits, np.int64), (rows.shape[0],))
+    if not ((1 <= channel_bits) & (channel_bits <= 8)).all():
+        raise ValueError(f"integer weights have 1..8 bits, got {sorted(set(channel_bits.tolist()))}")
+    sign_only = (channel_bits == 1)[:, None]
+    qmax = np.where(channel_bits == 1, 1, 2 ** (channel_bits - 1) - 1).astype(np.float32)
+    if absmax is None:
+        r = np.where(sign_only[:, 0], np.abs(rows).mean(axis=1), np.abs(rows).max(axis=1)).astype(np.float32)
     else:
-        default = np.abs(rows).max(axis=1)
-        qmax = 2 ** (bits - 1) - 1
-    r = default if absmax is None else np.broadcast_to(np.asarray(absmax, np.float64), default.shape)
-    scale = (r / qmax).astype(np.float32)
-    safe = np.where(scale > 0, scale, 1.0)[:, None]
-    q = np.sign(rows) if bits == 1 else np.clip(np.rint(rows / safe), -qmax, qmax)
+        r = np.broadcast_to(np.asarray(absmax, np.float32), qmax.shape)
+    scale = r / qmax
+    safe = np.where(scale > 0, scale, np.float32(1.0))[:, None]
+    grid = np.clip(np.rint(np.clip(rows, -r[:, None], r[:, None]) / safe), -qmax[:, None], qmax[:, None])
+    q = np.where(sign_only, np.sign(rows), grid)
     moved = np.moveaxis(weight, axis, 0).shape
     q = np.moveaxis(q.reshape(moved), 0, axis).astype(np.int8)
-    return q, np.where(scale > 0, scale, MIN_SCALE).astype(np.float32)
+    return q, np.where(scale > 0, scale, np.float32(MIN_SCALE)).astype(np.float32)
 
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     """Replace Conv and Gemm weights by INT8 initializer -> DequantizeLinear(axis=output channel).
 
+    Run it before :class:`passes.fold_bn.FoldBatchNormPass`: BN then folds into the
+    per-channel scales and the integers stay those of the trained grid.
+
     Args:
         bits: one bitwidth for every layer, or a map from Conv/Gemm node name (or
-            weight initializer name) to its bitwidth. Layers missing from the map,
-            or with bits >= 32, stay float; a key matching no layer is an error.
+            weight initializer name) to its bitwidth (an int, or one per output
+            channel). Layers missing from the map, or with bits >= 32, stay float; a
+            key matching no layer is an error.
+        ranges: trained clip ranges keyed the same way (one per tensor or one per
+            output channel); a layer without one gets max|w| per channel.
 
     Attributes:
-        quantized: node name -> bitwidth applied by the last call.
+        quantized: node name -> bitwidth applied by the last call (the widest, for per-channel bits).
     """
 
-    def __init__(self, bits: Mapping[str, int] | int = 8) -> None:
+    def __init__(self, bits: Mapping[str, Bits] | int = 8, ranges: Mapping[str, Range] | None = None) -> None:
         super().__init__()
         for b in [bits] if isinstance(bits, int) else bits.values():
-            if not (1 <= b <= 8 or b >= FLOAT_BITS):
+            if not all(1 <= v <= 8 or v >= FLOAT_BITS for v in np.atleast_1d(b).tolist()):
                 raise ValueError(f"weight bits must be 1..8 or >= {FLOAT_BITS} (float), got {b}")
         self.bits = bits
+        self.ranges = dict(ranges or {})
         self.quantized: dict[str, int] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -89,63 +100,44 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         for node in model.graph:
             if node.op_type not in _QUANTIZED_OPS or node.domain != "" or const_array(node.inputs[1]) is None:
                 continue
-            bits = self._bits_for(node, matched)
-            if bits < FLOAT_BITS:
-                targets.append((node, bits))
+            bits = self._lookup(node, self.bits, matched, FLOAT_BITS)
+            if np.max(bits) < FLOAT_BITS:
+                targets.append((node, bits, self._lookup(node, self.ranges, matched, None)))
         if not isinstance(self.bits, int) and set(self.bits) - matched:
             raise ValueError(f"weight bits given for unknown layers: {sorted(set(self.bits) - matched)}")
+        if set(self.ranges) - matched:
+            raise ValueError(f"weight ranges given for unknown or float layers: {sorted(set(self.ranges) - matched)}")
 
-        dequantized: dict[tuple[ir.Value, int], ir.Value] = {}  # a shared weight is quantized once
-        for node, bits in targets:
-            key = (node.inputs[1], bits)
+        dequantized: dict[tuple, ir.Value] = {}  # a shared weight on one grid is quantized once
+        for node, bits, absmax in targets:
+            key = (node.inputs[1], *(None if a is None else tuple(np.atleast_1d(a).tolist()) for a in (bits, absmax)))
             if key not in dequantized:
-                dequantized[key] = _insert_weight_dq(node, bits)
+                dequantized[key] = _insert_weight_dq(node, bits, absmax)
             node.replace_input_with(1, dequantized[key])
-            self.quantized[node.name or ""] = bits
+            self.quantized[node.name or ""] = int(np.max(bits))
         return ir.passes.PassResult(model, modified=bool(targets))
 
-    def _bits_for(self, node: ir.Node, matched: set[str]) -> int:
-        if isinstance(self.bits, int):
-            return self.bits
+    @staticmethod
+    def _lookup(node: ir.Node, table: Mapping[str, object] | int, matched: set[str], default: object) -> object:
+        if isinstance(table, int):
+            return table
         for key in (node.name, node.inputs[1].name):
-            if key in self.bits:
+            if key in table:
                 matched.add(key)
-                return self.bits[key]
-        return FLOAT_BITS
+                return table[key]
+        return default
 
 
-def _insert_weight_dq(node: ir.Node, bits: int) -> ir.Value:
+def _insert_weight_dq(node: ir.Node, bits: Bits, absmax: Range | None) -> ir.Value:
     """Insert INT8 -> DequantizeLinear (-> Cast back to the weight's dtype) before ``node``."""
-    graph = node.graph
-    weight_value = node.inputs[1]
-    weight = const_array(weight_value)
+    weight = const_array(node.inputs[1])
     transposed = node.op_type == "Gemm" and not node.attributes.get_int("transB", 0)
     axis = 1 if transposed else 0  # the output-channel axis
-    q, scale = quantize_weight(weight, bits, axis)
-    name = weight_value.name
-    inputs = [
-        add_initializer(graph, f"{name}_int{bits}", q),
-        add_initializer(graph, f"{name}_scale", scale),
-        add_initializer(graph, f"{name}_zero_point", np.zeros(scale.shape, np.int8)),
-    ]
-    nodes = [_node(graph, "DequantizeLinear", inputs, {"axis": axis}, f"{name}_dequantized", ir.DataType.FLOAT)]
-    if weight.dtype != np.float32:  # opset 13 DequantizeLinear only outputs float32
-        to = ir.DataType.from_numpy(weight.dtype)
-        nodes.append(_node(graph, "Cast", nodes[-1].outputs, {"to": to}, f"{name}_dequantized_cast", to))
-    nodes[-1].outputs[0].shape = ir.Shape(weight.shape)
+    q, scale = quantize_weight(weight, bits, axis, absmax)
+    dtype = ir.DataType.from_numpy(weight.dtype)
+    nodes = dequantize_node(node.graph, node.inputs[1].name, QuantizedWeight(q, scale, axis, dtype))
     node.prepend(nodes)
     return nodes[-1].outputs[0]
-
-
-def _node(
-    graph: ir.Graph, op: str, inputs: Sequence[ir.Value], attributes: dict, out_name: str, dtype: ir.DataType
-) -> ir.Node:
-    """A one-output node whose output gets a fresh name derived from ``out_name``."""
-    name = fresh_name(graph, out_name)
-    node = ir.node(op, inputs, attributes, name=f"{name}_{op}")
-    node.outputs[0].name = name
-    node.outputs[0].dtype = dtype
-    return node
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
@@ -266,7 +258,7 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     fans_out = len(uses) + was_output > 1
     if fans_out:
         lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
-        fanout = _node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
+        fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
         fanout.outputs[0].shape = value.shape
         graph.insert_after(readers.producer(), fanout)
         readers = fanout.outputs[0]
@@ -285,8 +277,8 @@ def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.V
         add_initializer(graph, f"{name}_scale", np.array(scale, np.float32)),
         add_initializer(graph, f"{name}_zero_point", np.array(0, np.int8)),
     ]
-    quant = _node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
-    dequant = _node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
+    quant = one_output_node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
+    dequant = one_output_node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
     quant.outputs[0].shape = dequant.outputs[0].shape = value.shape
     producer = value.producer()
     if producer is not None:
