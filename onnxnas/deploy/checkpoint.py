@@ -20,6 +20,7 @@ import torch
 from onnxnas.arch import Arch
 from onnxnas.blocks import build_block, build_model
 from onnxnas.blocks.spec import BlockSpec
+from onnxnas.deploy.grids import BITS_FIELD, RANGES_FIELD
 from onnxnas.errors import OnnxNasError
 
 CHECKPOINT_VERSION = 1
@@ -35,6 +36,8 @@ class Checkpoint:
     hidden_index: dict[int, list[int]]
     arch_hash: str | None
     source: str
+    # Trained quantizer fields, raw; parsed and checked against the network by onnxnas.deploy.grids.weight_grids.
+    quantizers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -65,7 +68,8 @@ def _parse(data: Any, source: str) -> Checkpoint:
         index = {int(layer): [int(c) for c in kept] for layer, kept in raw_index.items()}
     except (TypeError, ValueError, AttributeError) as exc:
         raise OnnxNasError("hidden_index must map layer indices to lists of channel indices", where=source) from exc
-    return Checkpoint(_tensors(data.get("state_dict"), source), index, data.get("arch_hash"), source)
+    quantizers = {field: data[field] for field in (RANGES_FIELD, BITS_FIELD) if field in data}
+    return Checkpoint(_tensors(data.get("state_dict"), source), index, data.get("arch_hash"), source, quantizers)
 
 
 def _tensors(state: Any, source: str) -> StateDict:
