@@ -148,9 +148,11 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
     the pair goes on each tensor produced or consumed by one of ``INTEGER_OPS``: the
     Conv output is quantized *before* its activation (a Relu is not absorbed under a
     zero point of 0), the activation output again, residual Add inputs and output, the
-    swish/SE Sigmoid and Mul, the pool. All consumers of a tensor read its DQ. A tensor
+    SE gate's Sigmoid and Mul, the pool. Swish (``x * Sigmoid(x)``) stays float between
+    a DQ and a Q: ORT runs it as one QuickGelu, cheaper than two integer ops. A tensor
     through a data-movement op (Reshape, ...) keeps its input's scale so ORT runs the
-    op on INT8. Logits from Gemm stay float (QGemm outputs float directly).
+    op on INT8. Logits from Gemm stay float (QGemm outputs float directly), and so does
+    the classifier's bias Add (see :class:`passes.integer_ops.IntegerOpsPass`).
 
     Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
     sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
@@ -216,11 +218,9 @@ def _wants_qdq(value: ir.Value) -> bool:
         return False
     if any(_reads_integer(node, index) for node, index in value.uses()):
         return True
-    if producer is None or producer.domain != "":
-        return False
-    if producer.op_type in _FLOAT_OUTPUT_OPS:
-        return False  # it has no consumer that reads INT8 (checked above)
-    return producer.op_type in INTEGER_OPS or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
+    if producer is None or producer.domain != "" or producer.op_type in _FLOAT_OUTPUT_OPS:
+        return False  # a float-output integer kernel has no consumer that reads INT8 (checked above)
+    return _integer_op(producer) or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
 
 
 def _reads_integer(node: ir.Node, index: int) -> bool:
@@ -229,7 +229,37 @@ def _reads_integer(node: ir.Node, index: int) -> bool:
         return False
     if node.op_type in ("Conv", "Gemm", "MatMul"):
         return index == 0  # weights are quantized by QuantizeWeightsPass
-    return node.op_type in INTEGER_OPS or (node.op_type in _SAME_SCALE_OPS and index == 0)
+    return _integer_op(node) or (node.op_type in _SAME_SCALE_OPS and index == 0)
+
+
+def _integer_op(node: ir.Node) -> bool:
+    """One of ``INTEGER_OPS`` that is to run as an integer kernel.
+
+    Not swish (it stays float, see :func:`_is_float_swish`), and not an Add or Mul with a
+    constant operand (the classifier's bias): ORT has no QLinear form for a float constant.
+    """
+    if node.domain != "" or node.op_type not in INTEGER_OPS or _is_float_swish(node):
+        return False
+    return node.op_type not in ("Add", "Mul") or all(const_array(v) is None for v in node.inputs)
+
+
+def _is_float_swish(node: ir.Node) -> bool:
+    """The Sigmoid or Mul of swish ``x * Sigmoid(x)``, which stays float.
+
+    ORT fuses the float pair into one QuickGelu node; as QLinearSigmoid + QLinearMul it
+    costs two integer nodes plus a private Q for each (tiny: 52 nodes -> 48, and faster).
+    """
+    if node.domain != "":
+        return False
+    if node.op_type == "Sigmoid":
+        return any(_is_float_swish(user) for user in node.outputs[0].consumers())
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return False
+    for x, gate in (node.inputs, node.inputs[::-1]):
+        producer = gate.producer()
+        if producer is not None and producer.op_type == "Sigmoid" and producer.domain == "" and producer.inputs[0] is x:
+            return True
+    return False
 
 
 def _same_scale_source(value: ir.Value) -> ir.Value | None:
@@ -254,17 +284,17 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     name = value.name
     uses = list(value.uses())
     was_output = value.is_graph_output()
-    readers = _qdq_pair(graph, value, scale, name)
     fans_out = len(uses) + was_output > 1
+    private = [fans_out and _reads_integer(node, index) for node, index in uses]  # before any rewiring
+    readers = _qdq_pair(graph, value, scale, name)
     if fans_out:
         lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
         fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
         fanout.outputs[0].shape = value.shape
         graph.insert_after(readers.producer(), fanout)
         readers = fanout.outputs[0]
-    for node, index in uses:
-        private = fans_out and _reads_integer(node, index)
-        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if private else readers)
+    for (node, index), own_pair in zip(uses, private):
+        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if own_pair else readers)
     if was_output:  # the graph output keeps its name, now on the dequantized tensor
         graph.outputs[graph.outputs.index(value)] = readers
         value.name = fresh_name(graph, f"{name}_float")
