@@ -10,7 +10,10 @@ equal op is inside:
   between equal-scale Q/DQ on the INT8 tensor).
 - ``Relu`` is ``LeakyRelu(alpha=0)`` (QLinearLeakyRelu, a 256-entry table). With a
   symmetric zero point (TensorRT's rule) ORT cannot absorb a Relu into the Q after a
-  Conv, so a Relu would otherwise run in float between a DQ and a Q.
+  Conv, so a Relu would otherwise run in float between a DQ and a Q. A Relu whose
+  output is read twice (the SE's pool and Mul) stays float: it is then the fan-out node
+  that gives each integer reader its private Q (``DQ -> Relu -> Q, Q``), one node fewer
+  than ``QLinearLeakyRelu -> DQ -> Max -> Q, Q``.
 - ``Gemm(A, B, C)`` is ``Gemm(A, B) + C``: ORT's QGemm takes a bias only as INT32 from a
   DequantizeLinear, which TensorRT has no form of, so a float bias keeps the classifier
   a float Gemm that dequantizes its weight on every call (GPUNet-1: 1.28 M weights).
@@ -31,7 +34,7 @@ __all__ = ["IntegerOpsPass"]
 
 
 class IntegerOpsPass(ir.passes.InPlacePass):
-    """ReduceMean over H, W -> GlobalAveragePool [-> Reshape]; Relu -> LeakyRelu(alpha=0); Gemm bias -> Add.
+    """ReduceMean over H, W -> GlobalAveragePool [-> Reshape]; Relu read once -> LeakyRelu(alpha=0); Gemm bias -> Add.
 
     Attributes:
         rewritten: op type -> how many nodes of it the last call replaced.
@@ -46,7 +49,7 @@ class IntegerOpsPass(ir.passes.InPlacePass):
         for node in list(model.graph):
             if node.domain != "":
                 continue
-            if node.op_type == "Relu":
+            if node.op_type == "Relu" and len(node.outputs[0].uses()) == 1:
                 replacement = [ir.node("LeakyRelu", [node.inputs[0]], {"alpha": 0.0}, name=node.name)]
             elif node.op_type == "ReduceMean" and _spatial_mean(node):
                 replacement = _global_average_pool(node)

@@ -273,32 +273,44 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     """value -> Q -> DQ for one reader; a fan-out gives each integer reader a pair of its own.
 
     ORT turns INT8 Q/DQ into the UINT8 its x86 kernels take only where a Q feeds exactly
-    one DQ, and it merges equal Q nodes and splits a DQ with two readers. So a tensor
-    read twice (swish's Sigmoid and Mul, a residual Add and the next Conv) fans out
-    after one float node that ORT keeps, and each integer reader gets a private Q -> DQ.
-    That node is ``Max(x, lowest float32)``, the identity on every finite value: unlike
-    the Reshape used before, an elementwise op that ORT's layout optimizer moves its
-    channels-last Transposes through (tiny: 14 Transposes -> 2, 64 nodes -> 52). ORT
-    deletes ``Mul(x, 1)`` or ``Add(x, 0)`` as no-ops, and ``Max(x, x)`` reads its DQ twice.
+    one DQ, and it splits a DQ with two readers; and an integer kernel fuses only if its
+    output feeds one Q. So a tensor read twice (a residual Add and the next Conv, the SE
+    pool and Mul) gives each integer reader a private Q -> DQ from one float fan-out
+    node. Where the tensor comes from a float op (a Relu left float, see
+    :class:`passes.integer_ops.IntegerOpsPass`) or is the graph input, that op is the
+    fan-out node. After an integer kernel it is ``Max(x, lowest float32)`` behind the
+    kernel's own pair, the identity on every finite value: unlike the Reshape used
+    before, an elementwise op that ORT's layout optimizer moves its channels-last
+    Transposes through (tiny: 14 Transposes -> 2). ORT deletes ``Mul(x, 1)`` or
+    ``Add(x, 0)`` as no-ops, and ``Max(x, x)`` reads its DQ twice.
     """
     name = value.name
     uses = list(value.uses())
     was_output = value.is_graph_output()
     fans_out = len(uses) + was_output > 1
     private = [fans_out and _reads_integer(node, index) for node, index in uses]  # before any rewiring
-    readers = _qdq_pair(graph, value, scale, name)
-    if fans_out:
-        lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
-        fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
-        fanout.outputs[0].shape = value.shape
-        graph.insert_after(readers.producer(), fanout)
-        readers = fanout.outputs[0]
+    if fans_out and not _needs_own_pair(value):
+        readers = value
+    else:
+        readers = _qdq_pair(graph, value, scale, name)
+        if fans_out:
+            lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
+            fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
+            fanout.outputs[0].shape = value.shape
+            graph.insert_after(readers.producer(), fanout)
+            readers = fanout.outputs[0]
     for (node, index), own_pair in zip(uses, private):
         node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if own_pair else readers)
-    if was_output:  # the graph output keeps its name, now on the dequantized tensor
+    if was_output and readers is not value:  # the graph output keeps its name, now on the dequantized tensor
         graph.outputs[graph.outputs.index(value)] = readers
         value.name = fresh_name(graph, f"{name}_float")
         readers.name = name
+
+
+def _needs_own_pair(value: ir.Value) -> bool:
+    """Whether ``value``'s producer runs on INT8 only if its output feeds one Q (integer and data-movement ops)."""
+    producer = value.producer()
+    return producer is not None and (_integer_op(producer) or producer.op_type in _SAME_SCALE_OPS)
 
 
 def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.Value:
