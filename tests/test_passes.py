@@ -624,3 +624,26 @@ def test_low_bit_layer_after_bn_fold_keeps_its_integer_budget(bits: int, x: np.n
     q, scale, zero_point = (_inits(quantized)[i] for i in _dq_of(quantized, "/0/Conv").input)
     assert len(np.unique(q[q != 0])) <= 2**bits and np.abs(q).max() <= max(1, 2 ** (bits - 1) - 1)
     assert not q[0, :4].any() and not q[4].any() and (scale > 0).all() and not zero_point.any()
+
+
+def test_bn_folds_into_the_dequantize_scale_and_keeps_the_integers(x: np.ndarray) -> None:
+    """Quantize first, then fold: integers unchanged (negated where gamma < 0), scale x |gamma / sigma|,
+    and a masked channel (zero integers, BN mapping 0 to 0) is then dropped through its INT8 weights."""
+    net = _randomize_bn(InvertedResidual())
+    net.bn1.weight.data[:4] = -net.bn1.weight.data[:4].abs()
+    _zero_channels(net.pw, net.bn1, [6])
+    _zero_channels(net.dw, net.bn2, [6])
+    model = _export(net)
+    quantized = _apply(model, QuantizeWeightsPass(4), cleanup_passes())
+    q_before, s_before, _ = (_inits(quantized)[i] for i in _dq_of(quantized, "/pw/Conv").input)
+    prune = DropZeroChannelsPass()
+    final = _apply(quantized, FoldBatchNormPass(), cleanup_passes(), prune, cleanup_passes())
+
+    q_after, s_after, zero_point = (_inits(final)[i] for i in _dq_of(final, "/pw/Conv").input)
+    gamma = net.bn1.weight.detach().numpy() / np.sqrt(net.bn1.running_var.numpy() + net.bn1.eps)
+    keep = np.delete(np.arange(16), 6)
+    assert prune.dropped["/pw/Conv"] == [6] and q_after.shape == (15, 8, 1, 1)
+    np.testing.assert_array_equal(q_after, (q_before * np.sign(gamma).reshape(-1, 1, 1, 1).astype(np.int8))[keep])
+    np.testing.assert_allclose(s_after, (s_before * np.abs(gamma))[keep], rtol=1e-6)
+    assert (s_after > 0).all() and not zero_point.any() and (q_after[:4] == -q_before[:4]).all()
+    np.testing.assert_allclose(_run(final, x), _run(quantized, x), rtol=1e-5, atol=1e-5)
