@@ -20,6 +20,7 @@ from onnxnas.deploy.compressed import compress_weights
 from onnxnas.deploy.concrete import ConcreteModel, build_concrete, layer_weight_bits, quantized_reference
 from onnxnas.deploy.engine import EngineOptions, build_engine, tensorrt_available
 from onnxnas.deploy.graph import deployable_onnx
+from onnxnas.deploy.grids import weight_grids
 from onnxnas.deploy.inputs import SampleInputs, sample_inputs
 from onnxnas.deploy.latency import lut_prediction, measure
 from onnxnas.deploy.manifest import file_record, io_signature, size_report, software_versions, write_manifest
@@ -72,9 +73,10 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     for note in notes:
         log(f"WARNING: {note}")
     bits = layer_weight_bits(arch, options.precision)
+    grids = weight_grids(checkpoint.quantizers, concrete.module, checkpoint.source) if checkpoint else None
     stats = count_stats(concrete.module, arch.input_shape)
     proto, pass_report = deployable_onnx(concrete.module, arch.input_shape, options.precision, bits,
-                                         samples.calibration if options.precision == "int8" else None)
+                                         samples.calibration if options.precision == "int8" else None, grids)
     want_engine = tensorrt_available() if options.engine is None else options.engine
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
@@ -85,7 +87,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
         engine = (build_engine(onnx_path, stage / ENGINE_FILE, options.precision,
                                dataclasses.replace(options.engine_options, sparse_weights=options.sparsity == "2:4"))
                   if want_engine else None)
-        report = verify_artefacts(quantized_reference(concrete.module, bits), stage, samples.verification,
+        report = verify_artefacts(quantized_reference(concrete.module, bits, grids), stage, samples.verification,
                                   options.precision, with_engine=engine is not None)
         timed = stage / ENGINE_FILE if engine and hasattr(options.backend, "measure_engine") else onnx_path
         manifest = {
