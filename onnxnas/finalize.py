@@ -66,7 +66,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     space = load_space(options.space or arch.space)
     check_fits_space(arch, space, str(arch_path))
     checkpoint = load_checkpoint(options.weights) if options.weights else None
-    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples, options.seed)
+    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples)
     concrete = build_concrete(arch, checkpoint, sparsity=options.sparsity, seed=options.seed, bn_batches=samples.calibration)
     notes = _notes(arch, space.hash, checkpoint, concrete, samples, options)
     for note in notes:

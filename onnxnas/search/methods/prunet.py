@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ctx = init_distributed(device)
     try:
-        data = load_data(args.data, space.resolution, space.in_chs, seed=cfg.seed)
+        data = load_data(args.data, space.resolution, space.in_chs)
         job = SearchJob(space, table, Path(args.lut), data, ctx, device, Path(args.out), cfg)
         with output_lock(job):
             results = run_sweep(job, variants(alphas, lambdas), args.resume)
