@@ -45,6 +45,33 @@ def random_arch(space: SearchSpace, rng: random.Random, skip_probability: float 
     return make_arch(space, choices, provenance={"method": "random"})
 
 
+def extreme_arch(space: SearchSpace, *, widest: bool, weight_bits: int = 32, nonzero_fraction: float = 1.0,
+                 num_classes: int | None = None) -> Arch:
+    """The widest arch of ``space`` (largest kernel, SE wherever offered, widest hidden width, no skips)
+    or the narrowest (smallest kernel, SE only where forced, narrowest width, every skippable layer skipped).
+
+    ``weight_bits`` / ``nonzero_fraction`` apply to every layer (compression spaces such as mbv2).
+    """
+    pick = max if widest else min
+    choices: list[Choice] = []
+    for pos in space.positions():
+        if pos.skippable and not widest:
+            choices.append(SKIP)
+            continue
+        stage = space.stages[pos.stage]
+        choice: dict[str, Any] = {"kernel_size": pick(pos.kernel_sizes), "se": pick(pos.se_options),
+                                  "hidden_chs": pick(pos.hidden_choices) if pos.hidden_choices else 0}
+        if pos.type not in ("conv", "ds") and stage.max_expansion is None:  # UDC widths: record the fraction too
+            choice["width_fraction"] = pick(stage.width_fractions)
+        if weight_bits != 32:
+            choice["weight_bits"] = weight_bits
+        if nonzero_fraction != 1.0:
+            choice["nonzero_fraction"] = nonzero_fraction
+        choices.append(choice)
+    name = "widest" if widest else "narrowest"
+    return make_arch(space, choices, num_classes=num_classes, provenance={"method": "reference", "name": name})
+
+
 def _irb(kernel_size: int, expansion: int, in_chs: int, se: bool = False) -> dict[str, Any]:
     return {"kernel_size": kernel_size, "se": se, "hidden_chs": expansion * in_chs}
 
@@ -61,3 +88,7 @@ def gpunet1_arch(space: SearchSpace) -> Arch:
         _irb(3, 4, 288, se=True), *[_irb(3, 4, 448, se=True)] * 3, SKIP, SKIP,  # stage 6: 4x irb ->448 e4 SE
     ]
     return make_arch(space, choices, provenance={"method": "reference", "name": "GPUNet-1"})
+
+
+# name -> (the space it is an arch of, its builder): `onnxnas arch make --name NAME`
+NAMED_ARCHS = {"gpunet1": ("gpunet1", gpunet1_arch)}
