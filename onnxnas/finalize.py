@@ -23,7 +23,7 @@ from onnxnas.deploy.graph import deployable_onnx
 from onnxnas.deploy.inputs import SampleInputs, sample_inputs
 from onnxnas.deploy.latency import lut_prediction, measure
 from onnxnas.deploy.manifest import file_record, io_signature, size_report, software_versions, write_manifest
-from onnxnas.deploy.verify import verify_artefacts
+from onnxnas.deploy.verify import polygraphy_command, verify_artefacts
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import OPSET
 from onnxnas.fileio import atomic_write_bytes
@@ -107,6 +107,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
             "engine": engine or {"built": False, "reason": "not requested" if options.engine is False
                                  else "TensorRT or a CUDA device is not present"},
             "verification": report.to_dict(),
+            "verify_command": polygraphy_command(report),  # run in this folder; passes as written
             "calibration": {"data": samples.source, "samples": len(samples.calibration)},
             "software": software_versions(),
             "notes": notes,
