@@ -23,7 +23,7 @@ from onnxnas.train import TrainConfig, evaluate, train_arch
 
 _DEFAULTS = TrainConfig()
 RESULT_FILE = "result.json"
-LOCK_FILE = ".onnxnas-train.lock"
+LOCK_SUFFIX = ".onnxnas-train.lock"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_fits_space(arch, load_space(args.space or arch.space), str(args.arch))
     out = Path(args.out) if args.out else Path(args.arch).parent / "train" / f"seed{cfg.seed}"
     check_out(out)  # found now, not after the training it would throw away
-    with exclusive_output(out / LOCK_FILE, "training run"):
+    with exclusive_output(out.parent / f".{out.name}{LOCK_SUFFIX}", "training run"):  # beside: a failed run leaves no --out
         check_out(out)  # a run that finished while this one waited to start
         data = load_data(args.data, arch.resolution, arch.in_chs)
         model, history = train_arch(arch, data, cfg)
