@@ -224,7 +224,7 @@ class Counts:
 
 def _conv_counts(conv: ConvShape, in_hw: int) -> tuple[Counts, int]:
     """A conv + BN (no conv bias): BN's gamma/beta fold into one bias per filter when deployed."""
-    out_hw = -(-in_hw // conv.stride)
+    out_hw = conv.out_hw(in_hw)
     macs = out_hw * out_hw * conv.weights
     return Counts(conv.weights + 2 * conv.out_chs, conv.weights + conv.out_chs, macs, 0), out_hw
 
@@ -327,7 +327,7 @@ def block_bops(spec: BlockSpec | HeadSpec, in_hw: int, in_bits: Runs) -> tuple[f
     total, hw, bits = 0.0, in_hw, in_bits
     for conv in spec.convs():
         groups = _conv_groups(spec, conv, weight_bits)
-        hw = -(-hw // conv.stride)
+        hw = conv.out_hw(hw)
         total += conv_bops(conv, hw, bits, groups)
         bits = _runs([(g.filters, g.act_bits) for g in groups])
     return total, bits
