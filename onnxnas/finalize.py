@@ -1,4 +1,4 @@
-"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (DESIGN.md section 8).
+"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (docs/design.md §8).
 
 Orchestration only; each step lives in :mod:`onnxnas.deploy`. Everything is written
 into a staging folder and moved into ``out`` only once verification has passed.
@@ -79,7 +79,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
         load_onnx(onnx_path)
-        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (DESIGN section 7)
+        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (docs/design.md §7)
         if compressed:
             atomic_write_bytes(stage / COMPRESSED_FILE, compressed.data)
         engine = (build_engine(onnx_path, stage / ENGINE_FILE, options.precision,

@@ -58,7 +58,7 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
 
 def size_report(module: nn.Module, bits: dict[str, int], precision: str, params: int, macs: int,
                 onnx_path: Path, compressed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parameters and MACs, bytes on disk, a deflate size, and the size bound of DESIGN section 7.
+    """Parameters and MACs, bytes on disk, a deflate size, and the size bound of docs/design.md §7.
 
     ``parameters`` is what model.onnx holds (BN folded into the convs, counted from the graph
     by :func:`onnxnas.deploy.onnx_counts.onnx_counts`); ``parameters_before_bn_folding`` is the

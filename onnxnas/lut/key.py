@@ -30,7 +30,7 @@ def block_key(spec: BlockSpec, in_hw: int, precision: str, batch: int = 1) -> st
 
     A key names what the deployed block computes with, not the arch's compression
     fields: every weight of 1..8 bits deploys as an INT8 tensor and unstructured zeros
-    stay in it, so a 4-bit, 50%-sparse layer runs at its 8-bit dense key (DESIGN 13).
+    stay in it, so a 4-bit, 50%-sparse layer runs at its 8-bit dense key (docs/design.md §4).
     """
     if spec.type == "skip":
         raise ValueError("skip layers have no latency entry (they are removed from the graph)")
