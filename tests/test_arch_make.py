@@ -63,7 +63,9 @@ def test_random_and_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     (["--space", "tiny", "--name", "gpunet1"], "--name: gpunet1 is an arch of space 'gpunet1', not 'tiny' -- fix: pass --space gpunet1"),
     (["--space", "tiny", "--name", "resnet50"], "--name: unknown arch name 'resnet50' -- fix: use one of: gpunet1"),
     (["--space", "mbv2", "--widest", "--weight-bits", "5"],
-     "layer 0: weight_bits 5 not offered (options [1, 4, 8, 32]) -- fix: pass --weight-bits / --nonzero-fraction"),
+     "--weight-bits: 5 is not offered by stage 0 of space 'mbv2' (options [1, 4, 8, 32]) -- fix: pass one of the options"),
+    (["--space", "tiny", "--widest", "--nonzero-fraction", "0.5"],
+     "--nonzero-fraction: 0.5 is not offered by stage 0 of space 'tiny' (options [1.0])"),
     (["--space", "tiny", "--widest", "--narrowest"], "not allowed with argument"),
 ])
 def test_bad_requests_are_one_line(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +103,9 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 def run_make(args: argparse.Namespace) -> int:
     space = load_space(args.space)
+    _check_compression_flags(space, args.weight_bits, args.nonzero_fraction)
     arch = _made(space, args)
-    try:
-        check_fits_space(arch, space, f"arch make --space {args.space}")
-    except OnnxNasError as exc:  # the flags asked for an option the space does not offer
-        raise OnnxNasError(str(exc).split(" -- fix: ")[0],
-                           fix="pass --weight-bits / --nonzero-fraction from the options listed") from exc
+    check_fits_space(arch, space, f"arch make --space {args.space}")
     if args.out is None:
         print(json.dumps(arch.to_dict(), indent=2))
         return 0
@@ -117,14 +116,23 @@ def run_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_compression_flags(space: SearchSpace, weight_bits: int, nonzero_fraction: float) -> None:
+    """Every stage must offer the asked bits and fraction (they apply to every layer)."""
+    for i, stage in enumerate(space.stages):
+        for flag, value, options in (("--weight-bits", weight_bits, stage.weight_bits),
+                                     ("--nonzero-fraction", nonzero_fraction, stage.nonzero_fractions)):
+            if not any(math.isclose(value, option, abs_tol=1e-9) for option in options):
+                raise OnnxNasError(f"{value:g} is not offered by stage {i} of space {space.name!r} "
+                                   f"(options {[float(o) if isinstance(o, float) else o for o in options]})",
+                                   where=flag, fix=f"pass one of the options, or drop {flag}")
+
+
 def _made(space: SearchSpace, args: argparse.Namespace) -> Arch:
     """The arch the flags ask for, compression fields applied."""
     compression = {"weight_bits": args.weight_bits, "nonzero_fraction": args.nonzero_fraction}
     if args.widest or args.narrowest:
         return extreme_arch(space, widest=args.widest, num_classes=args.num_classes, **compression)
     if args.random is not None:
-        import random
-
         arch = random_arch(space, random.Random(args.random))
         arch = dataclasses.replace(arch, provenance={"method": "random", "name": f"random{args.random}"})
     else:
