@@ -110,7 +110,7 @@ class VerificationReport:
     def polygraphy_tolerances(self) -> dict[str, Any]:
         """What ``polygraphy run`` needs to repeat the ONNX Runtime check: absolute atol per output
         (tolerance x the reference's peak, rounded up), rtol 0, and the max-error statistic."""
-        ort = next(c for c in self.comparisons if c.candidate == "onnxruntime")
+        ort = self.comparisons[0]  # the saved reference against ONNX Runtime, always first in the chain
         return {"atol": {name: _round_up(o.atol) for name, o in ort.outputs.items()}, "rtol": 0.0,
                 "check_error_stat": "max", "reference": ort.reference, "candidate": ort.candidate}
 
