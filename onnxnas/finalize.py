@@ -1,4 +1,4 @@
-"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (DESIGN.md section 8).
+"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (docs/design.md §8).
 
 Orchestration only; each step lives in :mod:`onnxnas.deploy`. Everything is written
 into a staging folder and moved into ``out`` only once verification has passed.
@@ -24,7 +24,7 @@ from onnxnas.deploy.grids import weight_grids
 from onnxnas.deploy.inputs import SampleInputs, sample_inputs
 from onnxnas.deploy.latency import lut_prediction, measure
 from onnxnas.deploy.manifest import file_record, io_signature, size_report, software_versions, write_manifest
-from onnxnas.deploy.verify import verify_artefacts
+from onnxnas.deploy.verify import polygraphy_command, verify_artefacts
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import OPSET
 from onnxnas.fileio import atomic_write_bytes
@@ -67,7 +67,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     space = load_space(options.space or arch.space)
     check_fits_space(arch, space, str(arch_path))
     checkpoint = load_checkpoint(options.weights) if options.weights else None
-    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples, options.seed)
+    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples)
     concrete = build_concrete(arch, checkpoint, sparsity=options.sparsity, seed=options.seed, bn_batches=samples.calibration)
     notes = _notes(arch, space.hash, checkpoint, concrete, samples, options)
     for note in notes:
@@ -81,7 +81,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
         load_onnx(onnx_path)
-        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (DESIGN section 7)
+        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (docs/design.md §7)
         if compressed:
             atomic_write_bytes(stage / COMPRESSED_FILE, compressed.data)
         engine = (build_engine(onnx_path, stage / ENGINE_FILE, options.precision,
@@ -109,6 +109,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
             "engine": engine or {"built": False, "reason": "not requested" if options.engine is False
                                  else "TensorRT or a CUDA device is not present"},
             "verification": report.to_dict(),
+            "verify_command": polygraphy_command(report),  # run in this folder; passes as written
             "calibration": {"data": samples.source, "samples": len(samples.calibration)},
             "software": software_versions(),
             "notes": notes,

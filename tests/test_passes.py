@@ -592,7 +592,7 @@ def test_default_pipeline_user_errors() -> None:
         default_pipeline("bf16")
 
 
-# --- one INT8 grid per tensor (DESIGN 7 Deploy, 8) -----------------------------------
+# --- one INT8 grid per tensor (docs/design.md §7 Deploy, §8) -----------------------------------
 
 
 def test_quantize_weight_takes_the_trained_range_as_the_grid() -> None:
