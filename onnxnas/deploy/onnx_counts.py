@@ -1,7 +1,7 @@
 """Parameters and MACs read from an ONNX graph itself, so a model from any tool compares with one command.
 
 Parameters are the elements of the constant tensors that Conv, Gemm and MatMul consume as
-weights and biases, followed back through DequantizeLinear (INT8 weights), Identity, Cast,
+weights and biases (a bias may also be an Add right after them), followed back through DequantizeLinear (INT8 weights), Identity, Cast,
 Transpose and Reshape; each tensor counts once, and quantization scales do not count.
 MACs are Conv ``out elements x (C_in / groups) x kh x kw`` and Gemm/MatMul
 ``out elements x K`` at the graph's static shapes (batch included), from ONNX shape inference.
@@ -43,14 +43,19 @@ def onnx_counts(model: onnx.ModelProto, where: str = "model.onnx") -> OnnxCounts
     counted: set[str] = set()
     params = macs = 0
     for node in graph.node:
-        if node.op_type not in WEIGHTED_OPS:
+        if node.op_type == "Add" and any(producers.get(i) is not None and producers[i].op_type in WEIGHTED_OPS
+                                         for i in node.input):
+            weights = node.input  # a bias added after MatMul / a bias-free Gemm (what QGemm fuses)
+        elif node.op_type in WEIGHTED_OPS:
+            weights = node.input[1:] if node.op_type != "MatMul" else node.input
+            macs += _macs(node, shapes, where)
+        else:
             continue
-        for name in node.input[1:] if node.op_type != "MatMul" else node.input:
+        for name in weights:
             source = _constant_source(name, producers, constants)
             if source is not None and source not in counted:
                 counted.add(source)
                 params += constants[source]
-        macs += _macs(node, shapes, where)
     return OnnxCounts(params, macs)
 
 
