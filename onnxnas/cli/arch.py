@@ -34,8 +34,10 @@ def run_stats(args: argparse.Namespace) -> int:
                                  "depth": arch.depth, "layers": len(arch.layers), **stats.to_dict()}
     if args.lut:
         from onnxnas.lut.table import LatencyTable
+        from onnxnas.timing.environment import warn_if_foreign
 
         table = LatencyTable.load(args.lut)
+        warn_if_foreign(table)
         if table.header.get("space", {}).get("name") != arch.space:
             raise OnnxNasError(f"table is for space {table.header['space']['name']!r}, the arch for {arch.space!r}",
                                where=str(args.lut), fix="pass a table built for the arch's space")

@@ -11,6 +11,7 @@ from onnxnas.deploy.engine import DEFAULT_TIMING_CACHE
 from onnxnas.deploy.latency import measure
 from onnxnas.deploy.manifest import read_manifest
 from onnxnas.errors import OnnxNasError
+from onnxnas.timing.environment import warn_if_foreign
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
           f"{result['count']} runs) on {device['name']} with {result['backend']} {result['backend_version']}, "
           f"{args.precision}")
     lut = (manifest or {}).get("latency", {}).get("lut") or {}
+    warn_if_foreign(lut.get("lut"))
     if lut.get("predicted_us"):
         ratio = result["median_us"] / lut["predicted_us"]
         print(f"LUT prediction {lut['predicted_us']:.1f} us ({lut['lut']}): measured / predicted = {ratio:.2f}")

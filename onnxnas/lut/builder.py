@@ -25,7 +25,7 @@ from onnxnas.fileio import atomic_write_bytes
 from onnxnas.lock import exclusive_output
 from onnxnas.lut.journal import Journal
 from onnxnas.lut.key import KeyedBlock, space_units, width_group
-from onnxnas.lut.table import FORMAT_VERSION, LatencyTable, LutEntry
+from onnxnas.lut.table import FORMAT_VERSION, MAX_SHARDS, LatencyTable, LutEntry
 from onnxnas.schema import is_identifier
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
@@ -44,8 +44,8 @@ class Shard:
             index, count = (int(part) for part in text.split("/"))
         except ValueError as exc:
             raise OnnxNasError(f"--shard {text!r} is not of the form i/N", fix="e.g. --shard 0/4 (indices from 0)") from exc
-        if count < 1 or not 0 <= index < count:
-            raise OnnxNasError(f"--shard {text!r}: need 0 <= i < N", fix="e.g. --shard 0/4 ... --shard 3/4")
+        if not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
+            raise OnnxNasError(f"--shard {text!r}: need 0 <= i < N <= {MAX_SHARDS}", fix="e.g. --shard 0/4 ... --shard 3/4")
         return cls(index, count)
 
     def owns(self, key: str) -> bool:

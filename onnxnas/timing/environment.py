@@ -136,7 +136,7 @@ def differences(recorded: TimingEnvironment, host: TimingEnvironment) -> list[st
         elif recorded.cpu != host.cpu:
             found.append(f"CPU {recorded.cpu!r} there, {host.cpu!r} here")
         if recorded.cpu_flags is None:
-            found.append("CPU flags not recorded (table from an older onnxnas)")
+            found.append("CPU flags not recorded by this older table")
         elif host.cpu_flags is not None and recorded.cpu_flags != host.cpu_flags:
             lost = sorted(set(recorded.cpu_flags) - set(host.cpu_flags))
             gained = sorted(set(host.cpu_flags) - set(recorded.cpu_flags))
