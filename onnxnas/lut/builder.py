@@ -215,10 +215,11 @@ def build_lut(config: BuildConfig, *, progress: bool = True) -> LatencyTable:
 def _build_locked(config: BuildConfig, progress: bool) -> LatencyTable:
     all_units = [u for u in space_units(config.space, config.precision, config.protocol.batch_size, config.num_classes)
                  if config.shard.owns(u.key)]
+    finished = _done_in_existing_table(config)  # a bad table at --out is refused before anything is written
     jobs = [_overhead_job(config)] + [timing_job(u, config.precision, config.cache_dir)
                                       for u in units_to_measure(all_units, config.interpolate_every)]
     with Journal(config.journal_path, config.identity(), {job.key for job in jobs}) as journal:
-        done = {**_done_in_existing_table(config), **journal.read()}
+        done = {**finished, **journal.read()}
         if config.retry_failed:
             done = {k: e for k, e in done.items() if e.ok}
         todo = [job for job in jobs if job.key not in done]
