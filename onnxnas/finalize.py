@@ -31,6 +31,7 @@ from onnxnas.fileio import atomic_write_bytes
 from onnxnas.space import load_space
 from onnxnas.stats import count_stats
 from onnxnas.timing.base import TimingBackend, TimingProtocol
+from onnxnas.timing.environment import warn_if_foreign
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     stats = count_stats(concrete.module, arch.input_shape)
     proto, pass_report = deployable_onnx(concrete.module, arch.input_shape, options.precision, bits,
                                          samples.calibration if options.precision == "int8" else None, grids)
+    warn_if_foreign(options.lut)
     want_engine = tensorrt_available() if options.engine is None else options.engine
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())

@@ -20,7 +20,7 @@ from onnxnas.lut.builder import BuildConfig, Shard, build_lut, units_to_measure
 from onnxnas.lut.journal import Journal
 from onnxnas.lut.key import block_key, space_units
 from onnxnas.lut.merge import merge_tables
-from onnxnas.lut.table import LatencyTable, LutEntry
+from onnxnas.lut.table import LatencyTable, LutEntry, parse_entry
 from onnxnas.space import load_space, space_from_dict
 from onnxnas.timing.base import TimingProtocol
 from onnxnas.timing.onnxruntime import OnnxRuntimeBackend
@@ -69,8 +69,9 @@ def test_missing_keys_error_lists_keys_and_command() -> None:
 
 
 def test_failure_is_recorded_never_zero() -> None:
-    with pytest.raises(ValueError, match="neither a positive median_us nor an error"):
-        LutEntry.from_dict("k", {"median_us": 0.0})
+    with pytest.raises(OnnxNasError, match=r't.json: \$.entries\["k"\].median_us: expected a number in \(0, 1e\+09\], got 0.0'):
+        parse_entry("k", {"median_us": 0.0}, '$.entries["k"]', "t.json")
+    assert parse_entry("k", {"error": "boom", "count": 0}, "$", "t.json") == LutEntry("k", error="boom")
 
 
 def test_interpolation_between_measured_widths_only() -> None:
@@ -239,4 +240,4 @@ def test_corrupt_table_names_file_and_unwritable_out(tmp_path: Path, capsys: pyt
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["build-lut", "--device", "cpu", "--out", str(blocker / "t.json"), "--no-progress"]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert f"{blocker}/.t.json.lock: cannot create the lock file: " in capsys.readouterr().err

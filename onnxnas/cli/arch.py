@@ -16,10 +16,12 @@ from onnxnas.cli.options import SEED, add_space_option, bounded_int, finite_floa
 from onnxnas.deploy.compressed import checkpoint_coded_size
 from onnxnas.errors import OnnxNasError, choice_error
 from onnxnas.fileio import atomic_write_json
+from onnxnas.lut.table import LatencyTable
 from onnxnas.schema import MAX_CLASSES
 from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
 from onnxnas.space.choose import NAMED_ARCHS, extreme_arch, random_arch
 from onnxnas.stats import arch_stats
+from onnxnas.timing.environment import warn_if_foreign
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,8 +60,6 @@ def run_stats(args: argparse.Namespace) -> int:
         check_fits_space(arch, load_space(args.space or arch.space), str(args.arch))
     table = None
     if args.lut:
-        from onnxnas.lut.table import LatencyTable
-
         table = LatencyTable.load(args.lut)
         if table.header.get("space", {}).get("name") != arch.space:
             raise OnnxNasError(f"table is for space {table.header.get('space', {}).get('name')!r}, the arch for "
@@ -67,7 +67,8 @@ def run_stats(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"arch": str(args.arch), "space": arch.space, "derived": arch.derived,
                               "resolution": arch.resolution, "depth": arch.depth, "layers": len(arch.layers),
                               **arch_stats(arch, table, args.precision)}
-    if table is not None:
+    if table is not None:  # warned only once the table has proven usable, so an error stays one line
+        warn_if_foreign(table)
         result.update(lut=str(args.lut), lut_device=table.header.get("device", {}).get("name"),
                       lut_backend=table.header.get("backend", {}).get("name"), lut_precision=table.precision)
     if args.weights:

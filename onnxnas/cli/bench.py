@@ -21,6 +21,7 @@ from onnxnas.deploy.onnx_counts import onnx_counts
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json
 from onnxnas.timing.base import Measurement
+from onnxnas.timing.environment import warn_if_foreign
 from onnxnas.timing.noise import RepeatedMeasurement
 
 MAX_REPEAT = 100
@@ -90,6 +91,7 @@ def _print(model: Path, record: dict[str, Any], timing: RepeatedMeasurement, fir
 def _lut_lines(manifest: Any, median_us: float, protocol: dict[str, Any]) -> dict[str, Any]:
     """Print the manifest's LUT prediction beside the measurement; returns what was compared."""
     lut = manifest.lut
+    warn_if_foreign(lut.lut)
     if not lut.predicted_us:
         print(f"no LUT prediction in the manifest: {lut.note or 'none recorded'}")
         return {"predicted_us": None, "note": lut.note}

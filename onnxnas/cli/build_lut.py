@@ -8,6 +8,8 @@ from pathlib import Path
 from onnxnas.cli.options import add_space_option, add_timing_options, check_precision, make_backend, timing_protocol
 from onnxnas.errors import OnnxNasError
 from onnxnas.lut.builder import BuildConfig, Shard, build_lut
+from onnxnas.lut.table import MAX_INTERPOLATE_EVERY
+from onnxnas.schema import MAX_CLASSES, is_identifier
 from onnxnas.space import load_space
 
 
@@ -31,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_out(space: str, device: str, backend: str, precision: str, shard: Shard) -> Path:
+    """latency_tables/<space>-<device>-<backend>-<precision>.json, from plain names only."""
+    for flag, part in (("--space", space), ("--device", device), ("--backend", backend), ("--precision", precision)):
+        if not is_identifier(part):
+            raise OnnxNasError(f"{flag} {part[:40]!r} cannot name the table file", where=flag,
+                               fix="pass a plain name, or choose the file with --out")
     suffix = "" if shard.count == 1 else f".shard-{shard.index}-of-{shard.count}"
     return Path("latency_tables") / f"{space}-{device}-{backend}-{precision}{suffix}.json"
 
@@ -40,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard)
     precision = check_precision(args.precision)
     protocol = timing_protocol(args)
-    if args.interpolate_every < 1:
-        raise OnnxNasError(f"--interpolate-every must be >= 1, got {args.interpolate_every}")
-    if args.num_classes is not None and args.num_classes < 1:
-        raise OnnxNasError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if not 1 <= args.interpolate_every <= MAX_INTERPOLATE_EVERY:
+        raise OnnxNasError(f"--interpolate-every must be in [1, {MAX_INTERPOLATE_EVERY}], got {args.interpolate_every}",
+                           fix="e.g. --interpolate-every 2")
+    if args.num_classes is not None and not 1 <= args.num_classes <= MAX_CLASSES:
+        raise OnnxNasError(f"--num-classes must be in [1, {MAX_CLASSES}], got {args.num_classes}")
     out = args.out
     if out is None:
         from onnxnas.timing.devices import device_spec

@@ -7,6 +7,7 @@ import argparse
 from onnxnas.cli.options import (MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, MAX_WORKERS, SEED, add_space_option, bounded_int,
                                  finite_float)
 from onnxnas.search.methods import METHODS, get_method
+from onnxnas.timing.environment import warn_if_foreign
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,4 +33,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="auto: CUDA (AMP, channels-last) when present (default: %(default)s)")
     for name in sorted(METHODS):
         get_method(name).add_arguments(parser)
-    parser.set_defaults(func=lambda args: get_method(args.method).run(args))
+    parser.set_defaults(func=lambda args: warn_if_foreign(args.lut) or get_method(args.method).run(args))

@@ -22,11 +22,14 @@ from onnxnas.blocks.builder import Head, build_block
 from onnxnas.blocks.spec import BlockSpec
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_bytes
+from onnxnas.lock import exclusive_output
 from onnxnas.lut.journal import Journal
 from onnxnas.lut.key import KeyedBlock, space_units, width_group
-from onnxnas.lut.table import FORMAT_VERSION, LatencyTable, LutEntry
+from onnxnas.lut.table import FORMAT_VERSION, MAX_SHARDS, LatencyTable, LutEntry
+from onnxnas.schema import is_identifier
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
+from onnxnas.timing.environment import host_environment
 from onnxnas.timing.onnx_file import identity_model
 
 
@@ -41,8 +44,8 @@ class Shard:
             index, count = (int(part) for part in text.split("/"))
         except ValueError as exc:
             raise OnnxNasError(f"--shard {text!r} is not of the form i/N", fix="e.g. --shard 0/4 (indices from 0)") from exc
-        if count < 1 or not 0 <= index < count:
-            raise OnnxNasError(f"--shard {text!r}: need 0 <= i < N", fix="e.g. --shard 0/4 ... --shard 3/4")
+        if not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
+            raise OnnxNasError(f"--shard {text!r}: need 0 <= i < N <= {MAX_SHARDS}", fix="e.g. --shard 0/4 ... --shard 3/4")
         return cls(index, count)
 
     def owns(self, key: str) -> bool:
@@ -66,6 +69,11 @@ class BuildConfig:
     interpolate_every: int = 1
     retry_failed: bool = False
 
+    def __post_init__(self) -> None:
+        if not is_identifier(self.space.name):  # it names the ONNX cache folder
+            raise OnnxNasError(f"space name {self.space.name[:40]!r} is not a plain name", where="--space",
+                               fix="name the space with letters, digits, '_', '-' or '.'")
+
     def identity(self) -> dict[str, Any]:
         """What must match for a journal or an existing table to be resumed."""
         return {"device": self.device["name"], "backend": self.backend.name, "precision": self.precision,
@@ -80,6 +88,7 @@ class BuildConfig:
             "precision": self.precision,
             "protocol": self.protocol.to_dict(),
             "space": {"name": self.space.name, "hash": self.space.hash, "resolution": self.space.resolution},
+            "environment": host_environment(self.backend.name, self.protocol.threads).to_dict(),
             "shard": str(self.shard),
             "identity": self.identity(),
             "host": platform.node(),
@@ -129,25 +138,50 @@ def units_to_measure(units: Sequence[KeyedBlock], every: int) -> list[KeyedBlock
     return chosen
 
 
-def _job(unit: KeyedBlock, config: BuildConfig) -> TimingJob:
+def timing_job(unit: KeyedBlock, precision: str, cache_dir: Path) -> TimingJob:
+    """The job that times ``unit``; its ONNX file is named by the key's hash, never by the key."""
     spec = unit.spec
     build = (lambda: build_block(spec)) if isinstance(spec, BlockSpec) else (lambda: Head(spec))
     name = hashlib.sha1(unit.key.encode()).hexdigest()[:20]
-    return TimingJob(unit.key, build, unit.input_shape, config.precision, config.cache_dir / f"{name}.onnx")
+    return TimingJob(unit.key, build, unit.input_shape, precision, cache_dir / f"{name}.onnx")
 
 
-def _measure(job: TimingJob, config: BuildConfig) -> LutEntry:
-    """Time one job; the overhead job is a ready ONNX file, every other job a block to export."""
+def measure_job(job: TimingJob, backend: TimingBackend, protocol: TimingProtocol) -> LutEntry:
+    """Time one job; the overhead job is a ready ONNX file, every other job a block to export.
+
+    A failure of the block (export, session, run) is returned as an entry with its text,
+    never as 0. A failure of the machine (a full disk, an unwritable folder, no memory) is
+    no property of the block: it raises, so the build stops without recording the key.
+    """
     try:
         if job.key.startswith("overhead:"):
-            m = config.backend.measure_onnx(job.onnx_path, config.protocol)
+            m = backend.measure_onnx(job.onnx_path, protocol)
         else:
-            m = config.backend.measure(job, config.protocol)
+            m = backend.measure(job, protocol)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # any backend failure is recorded with its text, never as 0
+    except Exception as exc:
+        environment = _environment_cause(exc)
+        if environment is not None:
+            detail = getattr(environment, "strerror", None) or str(environment) or type(environment).__name__
+            raise OnnxNasError(f"stopped while timing {job.key}: {type(environment).__name__}: {detail}",
+                               where=str(getattr(environment, "filename", None) or job.onnx_path),
+                               fix="free disk space or memory (or fix the folder), then rerun the same command; "
+                                   "finished keys are kept and this one was not recorded") from exc
         return LutEntry(job.key, error=f"{type(exc).__name__}: {exc}".strip()[:500])
     return LutEntry(job.key, median_us=m.median_us, p10_us=m.p10_us, p90_us=m.p90_us, count=m.count)
+
+
+def _environment_cause(exc: BaseException) -> BaseException | None:
+    """The OSError or MemoryError that ``exc`` is, or was raised from (explicit causes only)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (OSError, MemoryError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
 
 
 def _overhead_job(config: BuildConfig) -> TimingJob:
@@ -170,12 +204,22 @@ def _done_in_existing_table(config: BuildConfig) -> dict[str, LutEntry]:
 
 
 def build_lut(config: BuildConfig, *, progress: bool = True) -> LatencyTable:
-    """Time every unit of the space this shard owns that is not finished yet; write the table."""
+    """Time every unit of the space this shard owns that is not finished yet; write the table.
+
+    One build per ``--out`` at a time: a second one fails at once instead of interleaving lines.
+    """
+    with exclusive_output(config.out.with_name(f".{config.out.name}.lock"), "latency table"):
+        return _build_locked(config, progress)
+
+
+def _build_locked(config: BuildConfig, progress: bool) -> LatencyTable:
     all_units = [u for u in space_units(config.space, config.precision, config.protocol.batch_size, config.num_classes)
                  if config.shard.owns(u.key)]
-    jobs = [_overhead_job(config)] + [_job(u, config) for u in units_to_measure(all_units, config.interpolate_every)]
-    with Journal(config.journal_path, config.identity()) as journal:
-        done = {**_done_in_existing_table(config), **journal.read()}
+    finished = _done_in_existing_table(config)  # a bad table at --out is refused before anything is written
+    jobs = [_overhead_job(config)] + [timing_job(u, config.precision, config.cache_dir)
+                                      for u in units_to_measure(all_units, config.interpolate_every)]
+    with Journal(config.journal_path, config.identity(), {job.key for job in jobs}) as journal:
+        done = {**finished, **journal.read()}
         if config.retry_failed:
             done = {k: e for k, e in done.items() if e.ok}
         todo = [job for job in jobs if job.key not in done]
@@ -186,7 +230,7 @@ def build_lut(config: BuildConfig, *, progress: bool = True) -> LatencyTable:
                    unit="key", disable=not progress, dynamic_ncols=True)
         for job in bar:
             bar.set_postfix_str(job.key[:48])
-            entry = _measure(job, config)
+            entry = measure_job(job, config.backend, config.protocol)
             journal.append(entry)
             done[job.key] = entry
         table = compact(config, done, [u.key for u in all_units])

@@ -14,17 +14,21 @@ def merge_tables(paths: Sequence[Path]) -> LatencyTable:
     if not paths:
         raise OnnxNasError("no shard files given", fix="onnxnas lut merge SHARD.json [SHARD.json ...] --out TABLE.json")
     tables = [LatencyTable.load(path) for path in paths]
+    for path, table in zip(paths, tables):
+        if table.header.get("shard") == "all":
+            raise OnnxNasError("is a merged table, not a shard", where=str(path),
+                               fix="merge the shard files it came from (see its header's merged_from)")
     first = tables[0]
     identity = {k: v for k, v in first.header.get("identity", {}).items() if k != "shard"}
     seen: dict[int, Path] = {}
-    count = int(str(first.header.get("shard", "0/1")).split("/")[1])
+    count = _shard(first)[1]
     for path, table in zip(paths, tables):
         other = {k: v for k, v in table.header.get("identity", {}).items() if k != "shard"}
         if other != identity:
             fields = sorted(k for k in set(other) | set(identity) if other.get(k) != identity.get(k))
             raise OnnxNasError(f"comes from another build than {paths[0]} (differs in {', '.join(fields)})",
                                where=str(path), fix="merge only shards of one build-lut command")
-        index, n = (int(v) for v in str(table.header.get("shard", "0/1")).split("/"))
+        index, n = _shard(table)
         if n != count or index in seen:
             raise OnnxNasError(f"shard {index}/{n} clashes with {seen.get(index, paths[0])}", where=str(path),
                                fix="pass each shard i/N of one build exactly once")
@@ -51,3 +55,19 @@ def merge_tables(paths: Sequence[Path]) -> LatencyTable:
     header["pending_keys"] = merged.missing(wanted)
     header["counts"] = merged.summary_counts()
     return merged
+
+
+def _shard(table: LatencyTable) -> tuple[int, int]:
+    """(i, N) of a shard's header (validated as 'i/N' by the loader)."""
+    index, count = str(table.header.get("shard", "0/1")).split("/")
+    return int(index), int(count)
+
+
+def check_merge_out(out: Path, shards: Sequence[Path]) -> None:
+    """``--out`` must not be one of the inputs: the merge would replace a shard it read."""
+    for shard in shards:
+        if out.resolve() == shard.resolve() or (out.exists() and shard.exists() and out.samefile(shard)):
+            raise OnnxNasError("--out is one of the shards being merged", where=str(out),
+                               fix="write the merged table to a new file")
+    if out.is_dir():
+        raise OnnxNasError("--out is a directory", where=str(out), fix="pass a file path ending in .json")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from scipy.stats import kendalltau
 from tqdm import tqdm
 
 from onnxnas.blocks.builder import build_model
+from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_bytes
 from onnxnas.lut.key import arch_units
 from onnxnas.lut.table import LatencyTable
@@ -31,12 +33,18 @@ from onnxnas.timing.base import TimingBackend, TimingProtocol
 from onnxnas.timing.onnx_file import export_for_timing
 
 
-def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float | None]:
+    """MAPE, max error, bias (percent) and Kendall tau; tau is None where undefined (ties, one
+    sample), since a NaN must never reach the header (it is not JSON)."""
     errors = (predicted - measured) / measured
-    tau = kendalltau(predicted, measured).statistic if len(measured) > 1 else float("nan")
+    tau = float(kendalltau(predicted, measured).statistic) if len(measured) > 1 else math.nan
     return {"samples": int(len(measured)), "mape_pct": float(100 * np.abs(errors).mean()),
-            "max_error_pct": float(100 * np.abs(errors).max()), "kendall_tau": float(tau),
+            "max_error_pct": float(100 * np.abs(errors).max()), "kendall_tau": tau if math.isfinite(tau) else None,
             "mean_bias_pct": float(100 * errors.mean())}
+
+
+def tau_text(tau: float | None) -> str:
+    return "undefined (ties)" if tau is None else f"{tau:.3f}"
 
 
 @dataclasses.dataclass
@@ -60,7 +68,11 @@ class ValidationReport:
         """Least-squares per-call overhead on the calibration half (even-numbered archs)."""
         part = self.calibration_half
         extra_calls = self.unit_counts[part] - 1
-        return float(np.sum((self.unit_sums_us[part] - self.measured_us[part]) * extra_calls) / np.sum(extra_calls ** 2))
+        fitted = float(np.sum((self.unit_sums_us[part] - self.measured_us[part]) * extra_calls) / np.sum(extra_calls ** 2))
+        if not math.isfinite(fitted):
+            raise OnnxNasError(f"the per-call overhead fit is {fitted} (timings {self.measured_us.tolist()[:4]}...)",
+                               fix="rerun 'lut validate' with more --samples")
+        return fitted
 
     def metrics(self) -> dict[str, Any]:
         """Held-out metrics with the fitted overhead (what the table delivers from now on),
@@ -141,7 +153,7 @@ def plot_report(report: ValidationReport, path: Path, title: str) -> Path:
     ax.set(xlim=(low, high), ylim=(low, high), xlabel="measured end-to-end latency (us)",
            ylabel="LUT-predicted latency (us)")
     ax.set_title(f"{title}\nheld out: MAPE {metrics['mape_pct']:.2f}%  max {metrics['max_error_pct']:.2f}%  "
-                 f"tau {metrics['kendall_tau']:.3f}  (n={metrics['samples']})", fontsize=10)
+                 f"tau {tau_text(metrics['kendall_tau'])}  (n={metrics['samples']})", fontsize=10)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
