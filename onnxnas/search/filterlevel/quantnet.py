@@ -206,7 +206,7 @@ class FilterLevelNet(nn.Module):
                     r += top.tolist()
                     b += [8] * filters
                 else:
-                    r += [float(conv.ranges.ranges[op])] * filters
+                    r += [float(conv.ranges.ranges[op].detach())] * filters
                     b += [w_bits] * filters
                 start += filters
             if self.problem.mode == "prune":
