@@ -41,6 +41,8 @@ def test_search_writes_a_budgeted_arch_and_trained_grids(tmp_path: Path) -> None
     assert [c["source"] for c in candidates["homogeneous"]] == [f"homogeneous {o}" for o in ("2:2", "2:4", "3:3", "8:8")]
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["phase"] for line in lines] == ["pretrain", "search"]
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "filter_groups.png").stat().st_size > 0 and (tmp_path / "bops_accuracy.png").stat().st_size > 0
     assert search(tmp_path, "--budget-bops", "0.4x") == 2  # a started search needs --resume
     assert search(tmp_path, "--budget-bops", "0.5x", "--resume") == 2  # under other settings
 
