@@ -72,4 +72,4 @@ def gumbel_estimate(net: FilterLevelNet, x: torch.Tensor, y: torch.Tensor, targe
     grads = torch.autograd.grad(loss, list(net.alphas))
     net.set_float()
     net.train(was_training)
-    return Estimate([g.detach() for g in grads], float(loss), float(bops), [])
+    return Estimate([g.detach() for g in grads], float(loss.detach()), float(bops.detach()), [])
