@@ -62,3 +62,14 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_prunet_still_needs_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--method", "prunet", "--out", str(tmp_path)]) == 2
     assert "--lut: --method prunet needs a latency table" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prune_mode_shrinks_hidden_widths_within_budget(tmp_path: Path) -> None:
+    assert search(tmp_path, "--mode", "prune", "--budget-bops", "0.6x") == 0
+    arch = load_arch(tmp_path / "arch.json")
+    source = load_arch(TINY)
+    assert arch.derived and BopsCost().exact(arch) <= arch.provenance["budget_bops"]
+    assert all(a.hidden_chs <= b.hidden_chs for a, b in zip(arch.layers, source.layers))
+    ckpt = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert ckpt["hidden_index"]["4"] == list(range(arch.layers[4].hidden_chs))
