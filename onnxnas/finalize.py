@@ -28,6 +28,7 @@ from onnxnas.deploy.verify import polygraphy_command, verify_artefacts
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import OPSET
 from onnxnas.fileio import atomic_write_bytes
+from onnxnas.search.filterlevel.report import bops_report
 from onnxnas.space import load_space
 from onnxnas.stats import count_stats
 from onnxnas.timing.base import TimingBackend, TimingProtocol
@@ -107,7 +108,8 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
                         "measured": measure(options.backend, timed, options.protocol) if options.backend else None,
                         "device": options.device},
             "passes": pass_report,
-            "compression": {"weight_bits": {k: b for k, b in bits.items() if b < 32}, "sparsity": concrete.sparsity},
+            "compression": {"weight_bits": {k: b for k, b in bits.items() if b < 32}, "sparsity": concrete.sparsity,
+                            "bops": bops_report(arch)},
             "engine": engine or {"built": False, "reason": "not requested" if options.engine is False
                                  else "TensorRT or a CUDA device is not present"},
             "verification": report.to_dict(),

@@ -18,6 +18,7 @@ from onnxnas.errors import OnnxNasError, choice_error
 from onnxnas.fileio import atomic_write_json
 from onnxnas.lut.table import LatencyTable
 from onnxnas.schema import MAX_CLASSES
+from onnxnas.search.filterlevel.report import bops_report
 from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
 from onnxnas.space.choose import NAMED_ARCHS, extreme_arch, random_arch
 from onnxnas.stats import arch_stats
@@ -71,6 +72,9 @@ def run_stats(args: argparse.Namespace) -> int:
         warn_if_foreign(table)
         result.update(lut=str(args.lut), lut_device=table.header.get("device", {}).get("name"),
                       lut_backend=table.header.get("backend", {}).get("name"), lut_precision=table.precision)
+    filter_bops = bops_report(arch)
+    if filter_bops is not None:
+        result["bops_deployed"] = filter_bops["deployed"]
     if args.weights:
         coded = checkpoint_coded_size(arch, args.weights)
         result["coded_bytes"] = coded.coded_bytes if coded else None
@@ -91,6 +95,8 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
             ("MACs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
             ("BOPs", f"{r['bops']:,.0f} ({r['bops'] / 1e9:.3f} G; SE + classifier excluded, their MACs "
                      f"{r['side_macs']:,})"),
+            *([("BOPs deployed", f"{r['bops_deployed']:,.0f} ({r['bops_deployed'] / 1e9:.3f} G; filter groups on "
+                                  "INT8 kernels, 8:8)")] if "bops_deployed" in r else []),
             ("size bound", f"{r['size_mib']:.2f} MiB ({r['size_mib'] * 2**23:,.0f} bits, {r['num_weights']:,} weights)")]
     if "coded_bytes" in r:
         coded = r["coded_bytes"]

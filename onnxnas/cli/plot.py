@@ -25,8 +25,13 @@ def run(args: argparse.Namespace) -> int:
     if not metrics_path.exists():
         hint = "pick one of its variants/<name> folders" if (folder / "summary.json").is_file() else "pass a search --out folder"
         raise OnnxNasError("no metrics.jsonl here", where=str(folder), fix=hint)
-    metrics = read_search_metrics(metrics_path)
     out = Path(args.out) if args.out else folder
+    from onnxnas.plot_filterlevel import is_filterlevel_run, plot_run
+
+    if is_filterlevel_run(folder):
+        print("wrote " + ", ".join(str(p) for p in plot_run(folder, load_arch(folder / "arch.json"), out)))
+        return 0
+    metrics = read_search_metrics(metrics_path)
     written = [plot_search_curves(metrics, out / "search_curves.png")]
     if (folder / "arch.json").exists():
         written.append(plot_arch(load_arch(folder / "arch.json"), out / "arch.png"))

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(data parallel; only rank 0 writes).")
     parser.add_argument("--method", default="prunet", choices=sorted(METHODS), help="search method (default: %(default)s)")
     add_space_option(parser)
-    parser.add_argument("--lut", required=True, help="latency table of the space (from 'onnxnas build-lut')")
+    parser.add_argument("--lut", default=None, help="latency table of the space (from 'onnxnas build-lut'); "
+                                                    "methods with a latency term need it")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder: arch.json, weights.pt, metrics.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")

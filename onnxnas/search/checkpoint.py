@@ -121,9 +121,10 @@ def load_search_state(path: str | Path, max_epoch: int = 2**31,
 
 
 def save_weights(path: str | Path, arch: Arch, state_dict: dict[str, torch.Tensor],
-                 hidden_index: dict[str, list[int]]) -> Path:
+                 hidden_index: dict[str, list[int]], grids: Mapping[str, Any] | None = None) -> Path:
     """The finalize contract: build_model(arch)'s keys; hidden dims may be wider than the
-    arch's hidden_chs, and ``hidden_index[layer]`` lists the hidden channels to keep."""
+    arch's hidden_chs, and ``hidden_index[layer]`` lists the hidden channels to keep.
+    ``grids`` adds trained quantizer fields (``quant_ranges``, ``quant_bits``) for finalize."""
     return save_torch(path, {"onnxnas_checkpoint": WEIGHTS_FORMAT, "arch_hash": arch.hash,
-                             "state_dict": state_dict, "hidden_index": hidden_index})
+                             "state_dict": state_dict, "hidden_index": hidden_index, **(grids or {})})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-METHODS = {"prunet": "onnxnas.search.methods.prunet"}
+METHODS = {"filterlevel": "onnxnas.search.methods.filterlevel", "prunet": "onnxnas.search.methods.prunet"}
 
 
 def get_method(name: str) -> ModuleType:

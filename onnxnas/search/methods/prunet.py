@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     for alpha in alphas:
         for lam in lambdas:
             PrunetConfig(**{**cfg.to_dict(), "alpha": alpha, "lam": lam}).validate(space)
+    if args.lut is None:
+        raise OnnxNasError("--method prunet needs a latency table", where="--lut",
+                           fix="pass --lut FILE (from 'onnxnas build-lut', e.g. latency_tables/tiny-cpu-onnxruntime-fp32.json)")
     table = LatencyTable.load(args.lut)
     table.check_space(space)
     device = _device(args.device)
