@@ -25,7 +25,7 @@ def build_block(spec: BlockSpec) -> nn.Module:
     if block_cls is None:
         raise ValueError(f"unknown block type {spec.type!r}")
     return block_cls(spec.in_chs, spec.out_chs, spec.kernel_size, spec.stride,
-                     hidden_chs=spec.hidden_chs, se=spec.se, act=spec.act)
+                     hidden_chs=spec.hidden_chs, se=spec.se, act=spec.act, shortcut=spec.shortcut)
 
 
 class Head(nn.Module):
