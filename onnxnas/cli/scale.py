@@ -16,8 +16,9 @@ from onnxnas.fileio import atomic_write_json
 from onnxnas.lock import exclusive_output
 from onnxnas.scale.descent import DescentConfig, read_rows
 from onnxnas.scale.iterate import ScaleConfig, run_iterations
+from onnxnas.scale.latency import TimedLatencyCost
 from onnxnas.scale.plot import plot_fit, plot_widths
-from onnxnas.scale.solve import solution_arch, solve_fit, solve_uniform
+from onnxnas.scale.solve import check_budget_range, solution_arch, solve_fit, solve_uniform
 from onnxnas.scale.variables import RESIDUAL_MODES, WidthPlan
 from onnxnas.space import BUILTIN_SPACES, load_space
 
@@ -75,8 +76,9 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _costs(budgets: list[Budget], lut: Path | None, arch: Any) -> dict[str, Cost]:
-    """One cost per budget kind, checked on the input arch before any training starts."""
+def _costs(budgets: list[Budget], lut: Path | None, arch: Any, out: Path) -> dict[str, Cost]:
+    """One cost per budget kind, checked on the input arch before any training starts; a latency
+    cost times the widths its table lacks into ``out/lut.derived.json``."""
     table = None
     if any(b.kind == "latency-us" for b in budgets) and lut is not None:
         from onnxnas.lut.table import LatencyTable
@@ -88,9 +90,9 @@ def _costs(budgets: list[Budget], lut: Path | None, arch: Any) -> dict[str, Cost
                                f"{arch.space!r} (hash {arch.space_hash})", where=str(lut),
                                fix="pass a table built for the arch's space")
     costs = {b.kind: b.cost(table) for b in budgets}
-    for cost in costs.values():
-        if isinstance(cost, LatencyCost):
-            cost.check_arch(arch)
+    if table is not None:
+        LatencyCost(table).check_arch(arch)
+        costs["latency-us"] = TimedLatencyCost(table, out, arch.space)
     return costs
 
 
@@ -103,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
     if arch.space in BUILTIN_SPACES:
         check_fits_space(arch, load_space(arch.space), str(args.arch))
-    costs = _costs(budgets, args.lut, arch)
     if args.use_iteration is not None and args.use_iteration > args.iterations:
         raise OnnxNasError(f"--use-iteration {args.use_iteration} is past --iterations {args.iterations}",
                            where="--use-iteration", fix=f"pick 1..{args.iterations}")
@@ -114,8 +115,13 @@ def run(args: argparse.Namespace) -> int:
                       max_batches=args.max_batches,
                       descent=DescentConfig(prune_step=args.prune_step, prune_every=args.prune_every, lr=args.descent_lr))
     plan = WidthPlan.of(arch, args.residual)
+    if any(b.kind == "latency-us" for b in budgets) and args.lut is None:
+        raise OnnxNasError("a latency budget needs a latency table", where="--budget", fix="pass --lut FILE")
     data = load_data(args.data, arch.resolution, arch.in_chs, seed=args.seed)
     with exclusive_output(args.out / ".scale.lock", "scale output"):
+        costs = _costs(budgets, args.lut, arch, args.out)
+        for budget in budgets:  # before any training: the range does not depend on the fit
+            check_budget_range(plan, costs[budget.kind], budget, args.granularity)
         fits = run_iterations(plan, data, cfg, args.out, resume=args.resume)
         fit = fits[(args.use_iteration or len(fits)) - 1]
         rows = read_rows(args.out / "descent" / f"iter_{fit.iteration}.csv", plan)
@@ -140,5 +146,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{', extrapolated' if ns.extrapolated else ''}) widths {list(ns.widths)}; uniform "
                   f"{un.cost:,.6g} ({100 * un.gap:+.2f}%, r {un.t:.3f}) -> {paths[0]}")
         plot_widths([v.name for v in plan.variables], found, uniform, args.out / "widths.png")
+        timed = costs.get("latency-us")
+        if isinstance(timed, TimedLatencyCost):
+            print(f"latency table: timed {timed.timed} new key(s) with the table's backend -> {timed.save()}")
         atomic_write_json(args.out / "summary.json", {"iteration": fit.iteration, "budgets": summary})
     return 0

@@ -206,3 +206,14 @@ def compact(config: BuildConfig, done: dict[str, LutEntry], unit_keys: Sequence[
     header["counts"] = table.summary_counts()
     table.save(config.out)
     return table
+
+
+def measure_units(config: BuildConfig, units: Sequence[KeyedBlock], journal: Journal) -> list[LutEntry]:
+    """Time ``units`` one by one, each journaled as it finishes: for tables derived from a built one
+    (``onnxnas scale`` times the widths its solve visits with the table's own backend and protocol)."""
+    entries = []
+    for unit in units:
+        entry = _measure(_job(unit, config), config)
+        journal.append(entry)
+        entries.append(entry)
+    return entries

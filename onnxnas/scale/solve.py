@@ -54,17 +54,26 @@ def check_monotone(fit: Fit, source: str) -> None:
                                    "(--pretrain-epochs, --prune-every)")
 
 
-def _solve(curve: Callable[[float], list[float]], t0: float, price: Callable[[list[int]], float], budget: Budget,
-           plan: WidthPlan, g: int) -> tuple[float, list[int], list[dict[str, Any]], float]:
-    maxes, names = plan.max_widths, [v.name for v in plan.variables]
-    smallest, largest = round_widths([0.0] * len(maxes), g, maxes), list(maxes)
-    low_cost, high_cost = price(smallest), price(largest)
+def check_budget_range(plan: WidthPlan, cost: Cost, budget: Budget, g: int) -> None:
+    """A budget below the smallest legal network (every width at g) or above the largest (8x) is an error."""
+    _check_range(_pricer(plan, cost), budget, plan, g)
+
+
+def _check_range(price: Callable[[list[int]], float], budget: Budget, plan: WidthPlan, g: int) -> None:
+    maxes = plan.max_widths
+    low_cost, high_cost = price(round_widths([0.0] * len(maxes), g, maxes)), price(list(maxes))
     if low_cost > budget.limit:
         raise OnnxNasError(f"budget {budget} is below the smallest legal network ({low_cost:,.6g} with every width "
                            f"at {g})", where="--budget", fix=f"raise the budget to at least {low_cost:,.6g}, or lower --granularity")
     if high_cost < budget.limit:
         raise OnnxNasError(f"budget {budget} is above the largest legal network ({high_cost:,.6g} with every width at "
                            "8x the input's)", where="--budget", fix=f"lower the budget to at most {high_cost:,.6g}")
+
+
+def _solve(curve: Callable[[float], list[float]], t0: float, price: Callable[[list[int]], float], budget: Budget,
+           plan: WidthPlan, g: int) -> tuple[float, list[int], list[dict[str, Any]], float]:
+    maxes, names = plan.max_widths, [v.name for v in plan.variables]
+    _check_range(price, budget, plan, g)
 
     def fits(log_t: float) -> bool:
         return price(round_widths(curve(math.exp(log_t)), g, maxes)) <= budget.limit
