@@ -73,9 +73,13 @@ def main_bench() -> None:
                                                                                backend=backend, protocol=protocol),
                         log=lambda line: None)
     measured, predicted = manifest["latency"]["measured"], manifest["latency"]["lut"]
-    print(f"latency: LUT prediction {latency['neuralscale']['cost']:.2f} us for a cap of {args.latency_us:g} us; "
-          f"finalized model measured {measured} vs predicted {predicted}; derived table timed "
-          f"{derived.header.get('timed_by_scale')} key(s)")
+    timed = derived.header.get("timed_by_scale", {})
+    print(f"latency: LUT prediction {latency['neuralscale']['cost']:.2f} us for a cap of {args.latency_us:g} us "
+          f"({100 * latency['neuralscale']['gap']:+.2f}%); finalized model measured {measured['median_us']:.2f} us "
+          f"(p10 {measured['p10_us']:.2f}, p90 {measured['p90_us']:.2f}) vs predicted {predicted['predicted_us']:.2f} us "
+          f"({100 * (measured['median_us'] / predicted['predicted_us'] - 1):+.1f}%); the derived table timed "
+          f"{timed.get('keys')} key(s) with {derived.header['backend']['name']} {timed.get('backend_version')} "
+          f"(the input table: {derived.header['backend']['version']})")
 
     print(f"\n2. retrained accuracy, {args.epochs} epochs, seeds 0..{args.seeds - 1} (mean +- std)")
     data = load_data("digits", 32, 3)

@@ -49,7 +49,7 @@ class TimedLatencyCost(LatencyCost):
     def save(self) -> Path:
         """Write the derived table (counts updated) atomically and drop the journal."""
         self.table.header["counts"] = self.table.summary_counts()
-        self.table.header["timed_by_scale"] = self.timed
+        self.table.header["timed_by_scale"] = {"keys": self.timed, "backend_version": self.config.backend.version()}
         path = self.table.save(self.table.source)
         self.journal.remove()
         return path
