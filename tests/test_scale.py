@@ -206,3 +206,15 @@ def test_macs_budget_with_a_real_descent_fit_hits_the_cap(tiny: WidthPlan) -> No
     solution = solve_fit(tiny, fit, CountCost("macs"), Budget("macs", 1e6), 8, "fit")
     assert 1e6 * 0.99 <= solution.cost <= 1e6
     assert math.isclose(solution.cost, arch_counts(tiny.apply(list(solution.widths))).macs)
+
+
+def test_a_fit_of_other_variables_is_refused_on_resume(tiny: WidthPlan, tmp_path: Path) -> None:
+    path = save_fit(tmp_path / "iter_1.json", exact_fit(tiny, [0.3, 0.5, 0.6, 0.7, 0.9]))
+    projection = WidthPlan.of(load_arch(TINY), "projection")
+    with pytest.raises(OnnxNasError, match=r"iter_1\.json: \$\.variables: expected a list of 6 to 6 items"):
+        load_fit(path, projection)
+    data = json.loads(path.read_text())
+    data["variables"][0]["alpha"] = -1
+    path.write_text(json.dumps(data))
+    with pytest.raises(OnnxNasError, match=r"\$\.variables\[0\]\.alpha"):
+        load_fit(path, tiny)

@@ -77,9 +77,6 @@ class WidthPlan:
     def max_widths(self) -> list[int]:
         return [v.max_width for v in self.variables]
 
-    def slot_variable(self, slot: str) -> int:
-        return next(i for i, v in enumerate(self.variables) if slot in v.slots)
-
     def apply(self, widths: Sequence[int], provenance: dict | None = None) -> Arch:
         """The derived arch at ``widths`` (one per variable); filter groups are dropped (they count filters)."""
         if len(widths) != len(self.variables) or min(widths) < 1:
