@@ -218,3 +218,33 @@ def test_a_fit_of_other_variables_is_refused_on_resume(tiny: WidthPlan, tmp_path
     path.write_text(json.dumps(data))
     with pytest.raises(OnnxNasError, match=r"\$\.variables\[0\]\.alpha"):
         load_fit(path, tiny)
+
+
+def test_latency_cost_times_missing_keys_and_interpolates_what_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from onnxnas.lut.table import LatencyTable, LutEntry
+    from onnxnas.scale import latency
+
+    table = LatencyTable.load(ROOT / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json")
+    arch = load_arch(TINY)
+    wider = dataclasses.replace(arch, layers=arch.layers[:4] + (dataclasses.replace(arch.layers[4], hidden_chs=120),)
+                                + arch.layers[5:])
+    asked: list[str] = []
+
+    def fail_all(config: object, units: list, journal: object) -> list[LutEntry]:
+        asked.extend(u.key for u in units)
+        return [LutEntry(u.key, error="RuntimeError: no device") for u in units]
+    monkeypatch.setattr(latency, "measure_units", fail_all)
+    cost = latency.TimedLatencyCost(table, tmp_path, "tiny")
+    assert cost.exact(arch) == pytest.approx(table.arch_latency(arch)) and asked == []
+    key = "irb:1x32x4x4:o32:k5:s1:h120:se0:relu:res1:fp32"
+    value = cost.exact(wider)
+    assert asked == [key] and cost.table.entries[key].interpolated
+    low, high = (table.entries[key.replace("h120", h)].median_us for h in ("h112", "h128"))
+    assert cost.table.entries[key].median_us == pytest.approx((low + high) / 2)
+    assert value == pytest.approx(table.arch_latency(arch) - table.entries[key.replace("h120", "h128")].median_us
+                                  + (low + high) / 2)
+    assert key not in table.entries  # the input table is never modified
+    saved = LatencyTable.load(cost.save())
+    assert saved.header["derived_from"] == table.source and saved.header["timed_by_scale"]["keys"] == 1

@@ -41,9 +41,16 @@ class TimedLatencyCost(LatencyCost):
     def exact(self, arch: Arch) -> float:
         self.check_arch(arch)  # a table of the wrong precision fails before anything is timed
         units = [u for u in arch_units(arch, self.table.precision, self.table.batch_size) if u.key not in self.table.entries]
+        failed = []
         for entry in measure_units(self.config, list({u.key: u for u in units}.values()), self.journal):
-            self.table.entries[entry.key] = entry
             self.timed += 1
+            if entry.ok:
+                self.table.entries[entry.key] = entry
+            else:
+                failed.append(entry)
+        if failed:  # the fallback: between two measured hidden widths, interpolate (flagged "interpolated")
+            added = set(self.table.fill_widths(e.key for e in failed))
+            self.table.entries.update({e.key: e for e in failed if e.key not in added})  # a lookup names the error
         return super().exact(arch)
 
     def save(self) -> Path:
