@@ -248,3 +248,19 @@ def test_latency_cost_times_missing_keys_and_interpolates_what_fails(tmp_path: P
     assert key not in table.entries  # the input table is never modified
     saved = LatencyTable.load(cost.save())
     assert saved.header["derived_from"] == table.source and saved.header["timed_by_scale"]["keys"] == 1
+
+
+def test_a_cost_that_is_not_monotone_is_flagged_not_fatal(tiny: WidthPlan) -> None:
+    class Bumpy:
+        """params, less 2,000 whenever the head's width is a multiple of 16: widening it by 8 can make it cheaper."""
+
+        kind, unit = "params", ""
+
+        def exact(self, arch: object) -> float:
+            value = CountCost("params").exact(arch)
+            return value - 2_000 if arch.head.hidden_chs % 16 == 0 else value
+
+    fit = exact_fit(tiny, [0.3, 0.5, 0.6, 0.7, 0.9])
+    solution = solve_fit(tiny, fit, Bumpy(), Budget("params", 20_000.0), 8, "fit")
+    assert solution.cost <= 20_000.0 and not solution.monotone
+    assert solve_fit(tiny, fit, CountCost("params"), Budget("params", 20_000.0), 8, "fit").monotone

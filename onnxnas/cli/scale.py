@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
             un = solve_uniform(plan, cost, budget, args.granularity)
             found.append(ns)
             uniform.append(un)
+            for name, solution in (("neuralscale", ns), ("uniform", un)):
+                if not solution.monotone:
+                    print(f"onnxnas: warning: {budget}: the {name} cost is not monotone along its scale (e.g. LUT "
+                          "latencies that fall as widths grow); bisection found a feasible point, maybe not the largest",
+                          file=sys.stderr)
             paths = []
             for solution, use_fit, suffix in ((ns, fit, ""), (un, None, ".uniform")):
                 path = args.out / "archs" / f"{_stem(budget)}{suffix}.arch.json"

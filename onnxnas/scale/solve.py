@@ -33,6 +33,7 @@ class Solution:
     cost: float
     budget: Budget
     extrapolated: bool
+    monotone: bool = True  # False: a larger t fit where a smaller did not (e.g. a LUT latency not monotone in width)
 
     @property
     def gap(self) -> float:
@@ -71,12 +72,15 @@ def _check_range(price: Callable[[list[int]], float], budget: Budget, plan: Widt
 
 
 def _solve(curve: Callable[[float], list[float]], t0: float, price: Callable[[list[int]], float], budget: Budget,
-           plan: WidthPlan, g: int) -> tuple[float, list[int], list[dict[str, Any]], float]:
+           plan: WidthPlan, g: int) -> tuple[float, list[int], list[dict[str, Any]], float, bool]:
     maxes, names = plan.max_widths, [v.name for v in plan.variables]
     _check_range(price, budget, plan, g)
 
+    seen: dict[float, bool] = {}
+
     def fits(log_t: float) -> bool:
-        return price(round_widths(curve(math.exp(log_t)), g, maxes)) <= budget.limit
+        seen[log_t] = price(round_widths(curve(math.exp(log_t)), g, maxes)) <= budget.limit
+        return seen[log_t]
 
     lo = hi = math.log(t0)
     for _ in range(MAX_EXPANSIONS):
@@ -100,18 +104,23 @@ def _solve(curve: Callable[[float], list[float]], t0: float, price: Callable[[li
     widths = round_widths(x, g, maxes)
     remainder = [v / g - w / g for v, w in zip(x, widths)]
     overrides: list[dict[str, Any]] = []
+    cheaper_when_wider = False
     while True:
+        current = price(widths)
         for v in sorted(range(len(widths)), key=lambda i: -remainder[i]):
             if widths[v] + g > maxes[v]:
                 continue
             trial = widths[:v] + [widths[v] + g] + widths[v + 1:]
+            cheaper_when_wider |= price(trial) < current
             if price(trial) <= budget.limit:
                 overrides.append({"variable": names[v], "from": widths[v], "to": trial[v]})
                 widths, remainder[v] = trial, remainder[v] - 1.0
                 break
         else:
             break
-    return t, widths, overrides, price(widths)
+    ordered = [ok for _, ok in sorted(seen.items())]
+    monotone = ordered == sorted(ordered, reverse=True) and not cheaper_when_wider  # as t grows: fits, ..., then never
+    return t, widths, overrides, price(widths), monotone
 
 
 def _pricer(plan: WidthPlan, cost: Cost) -> Callable[[list[int]], float]:
@@ -129,16 +138,17 @@ def solve_fit(plan: WidthPlan, fit: Fit, cost: Cost, budget: Budget, g: int, sou
     """NeuralScale's widths for ``budget`` from one iteration's power laws."""
     check_monotone(fit, source)
     t0 = math.sqrt(fit.tau_range[0] * fit.tau_range[1])
-    t, widths, overrides, reached = _solve(fit.widths, t0, _pricer(plan, cost), budget, plan, g)
+    t, widths, overrides, reached, monotone = _solve(fit.widths, t0, _pricer(plan, cost), budget, plan, g)
     outside = not fit.tau_range[0] <= t <= fit.tau_range[1]
-    return Solution(t, tuple(widths), tuple(overrides), reached, budget, outside)
+    return Solution(t, tuple(widths), tuple(overrides), reached, budget, outside, monotone)
 
 
 def solve_uniform(plan: WidthPlan, cost: Cost, budget: Budget, g: int) -> Solution:
     """The baseline: every input width times one factor r, solved the same way."""
     bases = plan.base_widths
-    t, widths, overrides, reached = _solve(lambda r: [r * b for b in bases], 1.0, _pricer(plan, cost), budget, plan, g)
-    return Solution(t, tuple(widths), tuple(overrides), reached, budget, t > 1.0)
+    t, widths, overrides, reached, monotone = _solve(lambda r: [r * b for b in bases], 1.0, _pricer(plan, cost), budget,
+                                                     plan, g)
+    return Solution(t, tuple(widths), tuple(overrides), reached, budget, t > 1.0, monotone)
 
 
 def solution_arch(plan: WidthPlan, solution: Solution, fit: Fit | None, g: int, extra: dict[str, Any]) -> Arch:
@@ -147,7 +157,7 @@ def solution_arch(plan: WidthPlan, solution: Solution, fit: Fit | None, g: int, 
         "tau" if fit is not None else "r": solution.t,
         "rounding": {"mode": "nearest", "granularity": g, "min": g},
         "budget": str(solution.budget), "cost_reached": solution.cost, "gap": solution.gap,
-        "overrides": list(solution.overrides), "extrapolated": solution.extrapolated,
+        "overrides": list(solution.overrides), "extrapolated": solution.extrapolated, "monotone": solution.monotone,
         "widths": dict(zip((v.name for v in plan.variables), solution.widths)),
     }
     if fit is not None:
