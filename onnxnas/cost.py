@@ -333,6 +333,9 @@ def block_bops(spec: BlockSpec | HeadSpec, in_hw: int, in_bits: Runs) -> tuple[f
         hw = -(-hw // conv.stride)
         total += conv_bops(conv, hw, bits, groups)
         bits = _runs([(g.filters, g.act_bits) for g in groups])
+    shortcut = spec.shortcut_conv() if isinstance(spec, BlockSpec) else None
+    if shortcut is not None:  # a projection residual reads the block's input, at its output size
+        total += conv_bops(shortcut, hw, in_bits, (FilterGroup(shortcut.out_chs, *default_bits(weight_bits)),))
     return total, bits
 
 

@@ -80,3 +80,17 @@ def test_dropped_residual_names_the_shortcut_fix() -> None:
     del data["layers"][4]["shortcut"]
     with pytest.raises(OnnxNasError, match="silently drop the residual add.*'shortcut': 'conv1x1'"):
         check_fits_space(arch_from_dict(data), load_space("tiny"))
+
+
+def test_shortcut_bops_follow_the_homogeneous_formula() -> None:
+    """A float 1x1 conv, 32 -> 40 at 4x4: MACs * (b_a b_w + b_a + b_w + log2(n k^2)) with 32-bit weights and inputs."""
+    import math
+
+    from onnxnas.cost import block_bops
+
+    with_sc = BlockSpec("irb", 32, 40, 1, 5, "relu", hidden_chs=128, shortcut="conv1x1")
+    without = BlockSpec("irb", 32, 40, 1, 5, "relu", hidden_chs=128)
+    bits = ((32, 32),)
+    macs = 4 * 4 * 32 * 40
+    extra = block_bops(with_sc, 4, bits)[0] - block_bops(without, 4, bits)[0]
+    assert extra == pytest.approx(macs * (32 * 32 + 32 + 32 + math.log2(32)), rel=1e-12)
