@@ -264,3 +264,22 @@ def test_a_cost_that_is_not_monotone_is_flagged_not_fatal(tiny: WidthPlan) -> No
     solution = solve_fit(tiny, fit, Bumpy(), Budget("params", 20_000.0), 8, "fit")
     assert solution.cost <= 20_000.0 and not solution.monotone
     assert solve_fit(tiny, fit, CountCost("params"), Budget("params", 20_000.0), 8, "fit").monotone
+
+
+@pytest.mark.parametrize("state, message", [
+    ("{not json", "scale state"),
+    ('{"format": 1, "arch_hash": "0000", "config": {}, "done": 0, "metrics": []}', "belongs to another arch"),
+    ("DONE_WITHOUT_FITS", "iter_1.json"),
+])
+def test_a_damaged_state_is_one_line_on_resume(state: str, message: str, tiny: WidthPlan, tmp_path: Path) -> None:
+    from onnxnas.data import synthetic
+    from onnxnas.scale.iterate import ScaleConfig, run_iterations
+
+    cfg = ScaleConfig(iterations=2)
+    if state == "DONE_WITHOUT_FITS":
+        state = json.dumps({"format": 1, "arch_hash": tiny.arch.hash, "config": cfg.to_dict(), "done": 1,
+                            "metrics": [{"iteration": 1}]})
+    (tmp_path / "state.json").write_text(state)
+    with pytest.raises(OnnxNasError, match=message) as err:
+        run_iterations(tiny, synthetic(32, samples=32), cfg, tmp_path, resume=True, progress=False)
+    assert "\n" not in str(err.value)
