@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxnas.blocks.spec import (ACTIVATIONS, BLOCK_TYPES, BN_EPS, CONV_NAMES, HEAD_CONV_NAMES, IRB_TYPES, PADDINGS,
-                                 BlockSpec, FilterGroup, FilterGroups, HeadSpec)
+                                 SHORTCUTS, BlockSpec, FilterGroup, FilterGroups, HeadSpec)
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json, read_json
 from onnxnas.schema import MAX_CHANNELS, MAX_CLASSES, MAX_KERNEL, MAX_LAYERS, MAX_RESOLUTION, MAX_STRIDE, Fields
@@ -141,8 +141,14 @@ def _block(value: Any, path: str, source: str) -> BlockSpec:
         raise f.fail("hidden_chs", f"required for a {kind} block", fix="add 'hidden_chs'")
     if kind != "skip" and given["kernel_size"] is None:
         raise f.fail("kernel_size", "required field is missing", fix="add 'kernel_size'")
+    shortcut = f.string("shortcut", "", choices=SHORTCUTS)
     spec = BlockSpec(type=kind, act=act, se=f.boolean("se", False), padding=f.string("padding", "same", choices=PADDINGS),
+                     shortcut=shortcut,
                      **{k: v for k, v in given.items() if v is not None}, **fractions)
+    if shortcut and (kind not in IRB_TYPES or spec.stride != 1 or spec.in_chs == spec.out_chs):
+        raise f.fail("shortcut", f"a {shortcut} shortcut projects a stride-1 ds/fused_irb/irb block whose in_chs != "
+                                 f"out_chs; this is a stride-{spec.stride} {kind} block, {spec.in_chs} -> {spec.out_chs}",
+                     fix="remove 'shortcut' (an identity add needs none)")
     filters = {conv.name: conv.out_chs for conv in spec.convs()}
     groups = _filter_groups(f, CONV_NAMES[kind], filters, f"a {kind} block")
     f.done()
@@ -270,7 +276,8 @@ def _check_derived_layer(layer: BlockSpec, pos: LayerPosition, fail: Callable[[i
     space_has_add = pos.type in IRB_TYPES and pos.stride == 1 and pos.in_chs == pos.out_chs
     if space_has_add and not layer.has_residual:
         raise fail(pos.index, f"in_chs {layer.in_chs} != out_chs {layer.out_chs} would silently drop the residual add "
-                              "the space has here; layers joined by an identity add share one width")
+                              "the space has here; layers joined by an identity add share one width, or the "
+                              "layer takes 'shortcut': 'conv1x1'")
 
 
 def _check_compression(layer: BlockSpec, stage: StageSpec, fail: Callable[[str], OnnxNasError]) -> None:

@@ -239,6 +239,9 @@ def block_counts(spec: BlockSpec, in_hw: int) -> Counts:
     for se in spec.se_convs():  # 1x1 convs with biases on the pooled tensor
         n = se.weights + se.out_chs
         total = total + Counts(n, n, se.weights, se.weights)
+    shortcut = spec.shortcut_conv()  # a projection residual: 1x1 conv + BN at the block's output size
+    if shortcut is not None:
+        total = total + _conv_counts(shortcut, hw)[0]
     return total
 
 
@@ -330,6 +333,9 @@ def block_bops(spec: BlockSpec | HeadSpec, in_hw: int, in_bits: Runs) -> tuple[f
         hw = conv.out_hw(hw)
         total += conv_bops(conv, hw, bits, groups)
         bits = _runs([(g.filters, g.act_bits) for g in groups])
+    shortcut = spec.shortcut_conv() if isinstance(spec, BlockSpec) else None
+    if shortcut is not None:  # a projection residual reads the block's input, at its output size
+        total += conv_bops(shortcut, hw, in_bits, (FilterGroup(shortcut.out_chs, *default_bits(weight_bits)),))
     return total, bits
 
 
@@ -375,8 +381,8 @@ def block_size_bits(spec: BlockSpec) -> float:
     """``(s b + H(s)) N`` of a layer (SE convs included, no biases or BN), or of the stem at 8 bits dense."""
     if spec.type == "skip":
         return 0.0
-    se = sum(c.weights for c in spec.se_convs())
-    return _convs_bits(spec, spec.weight_bits, spec.nonzero_fraction) + bound_bits(se, spec.weight_bits, spec.nonzero_fraction)
+    side = sum(c.weights for c in (*spec.se_convs(), *filter(None, [spec.shortcut_conv()])))  # SE and projection convs
+    return _convs_bits(spec, spec.weight_bits, spec.nonzero_fraction) + bound_bits(side, spec.weight_bits, spec.nonzero_fraction)
 
 
 def head_size_bits(head: HeadSpec) -> float:
@@ -427,7 +433,7 @@ class SizeReport:
 def size_report(arch: Arch) -> SizeReport:
     """:class:`SizeCost` layer by layer (what the manifest, compressed.bin and the benches print)."""
     def weights(spec: BlockSpec | HeadSpec) -> int:
-        return sum(c.weights for c in spec.convs()) + (sum(c.weights for c in spec.se_convs())
+        return sum(c.weights for c in spec.convs()) + (sum(c.weights for c in (*spec.se_convs(), *filter(None, [spec.shortcut_conv()])))
                                                        if isinstance(spec, BlockSpec) else 0)
 
     rows = [LayerSize("stem", weights(arch.stem), FIXED_BITS, 1.0, _convs_bits(arch.stem, FIXED_BITS, 1.0))]

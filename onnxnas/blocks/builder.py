@@ -26,7 +26,7 @@ def build_block(spec: BlockSpec, bn_eps: float = BN_EPS) -> nn.Module:
     if block_cls is None:
         raise ValueError(f"unknown block type {spec.type!r}")
     return block_cls(spec.in_chs, spec.out_chs, spec.kernel_size, spec.stride, hidden_chs=spec.hidden_chs, se=spec.se,
-                     act=spec.act, padding=spec.padding, bn_eps=bn_eps)
+                     act=spec.act, padding=spec.padding, bn_eps=bn_eps, shortcut=spec.shortcut)
 
 
 class Head(nn.Module):

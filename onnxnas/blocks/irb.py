@@ -16,9 +16,14 @@ from onnxnas.blocks.spec import BN_EPS
 class _InvertedResidualBase(nn.Module):
     """Shared forward: expansion part (subclass) -> [SE] -> 1x1 project -> BN -> (+x, drop-path in training)."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, hidden_chs: int, se: bool, act: str, bn_eps: float):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, hidden_chs: int, se: bool, act: str, bn_eps: float,
+                 shortcut: str = ""):
         super().__init__()
-        self.has_residual = stride == 1 and in_chs == out_chs
+        if shortcut and (stride != 1 or in_chs == out_chs):
+            raise ValueError(f"a {shortcut} shortcut needs stride 1 and in_chs != out_chs, got {stride}, {in_chs}, {out_chs}")
+        self.has_residual = stride == 1 and (in_chs == out_chs or bool(shortcut))
+        # projection residual (NeuralScale): the add survives a change of width instead of being dropped
+        self.shortcut = ConvBnAct(in_chs, out_chs, 1, act=None, bn_eps=bn_eps) if shortcut else nn.Identity()
         self.se = SqueezeExcite(hidden_chs, max(1, int(in_chs * 0.25)), act) if se else nn.Identity()
         self.conv_pwl = ConvBnAct(hidden_chs, out_chs, 1, act=None, bn_eps=bn_eps)
         self.hidden_mask: torch.Tensor | None = None
@@ -32,7 +37,7 @@ class _InvertedResidualBase(nn.Module):
         if self.hidden_mask is not None:
             hidden = hidden * self.hidden_mask.view(1, -1, 1, 1)
         out = self.conv_pwl(self.se(hidden))
-        return drop_path(out, self.drop_path_rate, self.training) + x if self.has_residual else out
+        return drop_path(out, self.drop_path_rate, self.training) + self.shortcut(x) if self.has_residual else out
 
 
 class InvertedResidual(_InvertedResidualBase):
@@ -40,8 +45,8 @@ class InvertedResidual(_InvertedResidualBase):
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
                  hidden_chs: int = 0, se: bool = False, act: str = "relu", padding: str = "same",
-                 bn_eps: float = BN_EPS):
-        super().__init__(in_chs, out_chs, stride, hidden_chs, se, act, bn_eps)
+                 bn_eps: float = BN_EPS, shortcut: str = ""):
+        super().__init__(in_chs, out_chs, stride, hidden_chs, se, act, bn_eps, shortcut)
         self.conv_pw = ConvBnAct(in_chs, hidden_chs, 1, act=act, bn_eps=bn_eps)
         self.conv_dw = ConvBnAct(hidden_chs, hidden_chs, kernel_size, stride, act=act, groups=hidden_chs,
                                  padding=padding, bn_eps=bn_eps)
@@ -55,8 +60,8 @@ class FusedInvertedResidual(_InvertedResidualBase):
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
                  hidden_chs: int = 0, se: bool = False, act: str = "relu", padding: str = "same",
-                 bn_eps: float = BN_EPS):
-        super().__init__(in_chs, out_chs, stride, hidden_chs, se, act, bn_eps)
+                 bn_eps: float = BN_EPS, shortcut: str = ""):
+        super().__init__(in_chs, out_chs, stride, hidden_chs, se, act, bn_eps, shortcut)
         self.conv_exp = ConvBnAct(in_chs, hidden_chs, kernel_size, stride, act=act, padding=padding, bn_eps=bn_eps)
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,10 +76,10 @@ class DepthwiseSeparable(_InvertedResidualBase):
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
                  hidden_chs: int = 0, se: bool = False, act: str = "relu", padding: str = "same",
-                 bn_eps: float = BN_EPS):
+                 bn_eps: float = BN_EPS, shortcut: str = ""):
         if hidden_chs not in (0, in_chs):
             raise ValueError(f"a depthwise-separable block has hidden_chs == in_chs ({in_chs}), not {hidden_chs}")
-        super().__init__(in_chs, out_chs, stride, in_chs, se, act, bn_eps)
+        super().__init__(in_chs, out_chs, stride, in_chs, se, act, bn_eps, shortcut)
         self.conv_dw = ConvBnAct(in_chs, in_chs, kernel_size, stride, act=act, groups=in_chs, padding=padding,
                                  bn_eps=bn_eps)
 

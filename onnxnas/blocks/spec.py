@@ -21,6 +21,8 @@ BN_EPS = 1e-5  # PyTorch's default; NVIDIA's GPUNet uses 1e-3 (arch.json "bn_eps
 CONV_NAMES = {"conv": ("conv",), "ds": ("conv_dw", "conv_pwl"), "fused_irb": ("conv_exp", "conv_pwl"),
               "irb": ("conv_pw", "conv_dw", "conv_pwl"), "skip": ()}
 HEAD_CONV_NAMES = ("conv",)
+# NeuralScale's projection residual (DESIGN 11): a 1x1 conv + BN on the skip path of a block whose in != out
+SHORTCUTS = ("conv1x1",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +90,16 @@ class BlockSpec:
     width_fraction: float = 1.0
     filter_groups: FilterGroups = ()
     padding: str = "same"
+    shortcut: str = ""  # "" (identity add where the shape is kept) or "conv1x1" (projection, in != out)
 
     @property
     def has_residual(self) -> bool:
-        """IRBs add their input back when the shape is kept (stride 1, in == out)."""
-        return self.type in IRB_TYPES and self.stride == 1 and self.in_chs == self.out_chs
+        """IRBs add their input back at stride 1: as it is when in == out, through ``shortcut`` otherwise."""
+        return self.type in IRB_TYPES and self.stride == 1 and (self.in_chs == self.out_chs or bool(self.shortcut))
+
+    def shortcut_conv(self) -> ConvShape | None:
+        """The projection shortcut's 1x1 conv (followed by a BN), if the block has one."""
+        return ConvShape("conv_sc", self.in_chs, self.out_chs) if self.shortcut else None
 
     @property
     def se_chs(self) -> int:
@@ -150,6 +157,8 @@ class BlockSpec:
                 data[name] = value
         if self.filter_groups:
             data["filter_groups"] = _groups_dict(self.filter_groups)
+        if self.shortcut:
+            data["shortcut"] = self.shortcut
         return data
 
 

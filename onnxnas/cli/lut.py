@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 
 from onnxnas.errors import OnnxNasError
+from onnxnas.lut.builder import table_backend
 from onnxnas.lut.merge import check_merge_out, merge_tables
 from onnxnas.lut.table import LatencyTable
 from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
-from onnxnas.timing.base import TimingBackend
 
 MAX_VALIDATE_SAMPLES = 1000
 MAX_ROUNDS = 100
@@ -109,17 +109,6 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def backend_from_header(table: LatencyTable) -> TimingBackend:
-    """The backend a table was built with, so validation and checks measure like the build did."""
-    from onnxnas.timing.devices import backend_for
-
-    device = table.header["device"]
-    backend, _ = backend_for(device["name"], table.header["backend"]["name"], force=bool(device.get("forced")),
-                             threads=table.protocol.threads, precision=table.precision,
-                             timing_cache=Path(table.source).with_suffix(".timing.cache"))
-    return backend
-
-
 def table_space(table: LatencyTable, space_file: str | None) -> SearchSpace:
     """The table's space: built in by its recorded name, or the file given with --space."""
     name = space_file or table.header.get("space", {}).get("name")
@@ -140,7 +129,7 @@ def run_validate(args: argparse.Namespace) -> int:
         raise OnnxNasError("--plot is a directory", where=str(args.plot), fix="pass a file path ending in .png")
     table = LatencyTable.load(args.table)
     space = table_space(table, args.space)
-    backend = backend_from_header(table)
+    backend = table_backend(table)
     with tempfile.TemporaryDirectory(prefix="onnxnas-validate-") as workdir:
         report = validate_table(table, space, backend, table.protocol, args.samples, Path(workdir), seed=args.seed,
                                 rounds=args.rounds, progress=not args.no_progress)
@@ -170,7 +159,7 @@ def run_check(args: argparse.Namespace) -> int:
     _bounded("--tolerance", args.tolerance, 1e-6, 10.0)
     table = LatencyTable.load(args.table)
     units = sample_units(table, table_space(table, args.space), args.samples, args.seed)
-    backend = backend_from_header(table)
+    backend = table_backend(table)
     recorded = recorded_environment(table.header)
     print(f"{args.table}: timed on {recorded.describe()}")
     print(f"  this host: {host_environment(recorded.backend, recorded.threads).describe()}")

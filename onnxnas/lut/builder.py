@@ -29,6 +29,7 @@ from onnxnas.lut.table import FORMAT_VERSION, MAX_SHARDS, LatencyTable, LutEntry
 from onnxnas.schema import is_identifier
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
+from onnxnas.timing.devices import backend_for
 from onnxnas.timing.environment import host_environment
 from onnxnas.timing.onnx_file import identity_model
 
@@ -250,3 +251,23 @@ def compact(config: BuildConfig, done: dict[str, LutEntry], unit_keys: Sequence[
     header["counts"] = table.summary_counts()
     table.save(config.out)
     return table
+
+
+def measure_units(config: BuildConfig, units: Sequence[KeyedBlock], journal: Journal) -> list[LutEntry]:
+    """Time ``units`` one by one, each journaled as it finishes: for tables derived from a built one
+    (``onnxnas scale`` times the widths its solve visits with the table's own backend and protocol)."""
+    entries = []
+    for unit in units:
+        entry = _measure(_job(unit, config), config)
+        journal.append(entry)
+        entries.append(entry)
+    return entries
+
+
+def table_backend(table: LatencyTable) -> TimingBackend:
+    """The backend a table was built with, so validation and checks measure like the build did."""
+    device = table.header["device"]
+    backend, _ = backend_for(device["name"], table.header["backend"]["name"], force=bool(device.get("forced")),
+                             threads=table.protocol.threads, precision=table.precision,
+                             timing_cache=Path(table.source).with_suffix(".timing.cache"))
+    return backend
