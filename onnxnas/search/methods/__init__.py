@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-METHODS = {"prunet": "onnxnas.search.methods.prunet"}
+METHODS = {"prunet": "onnxnas.search.methods.prunet", "udc": "onnxnas.search.methods.udc"}
 
 
 def get_method(name: str) -> ModuleType:

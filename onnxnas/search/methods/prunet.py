@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     for alpha in alphas:
         for lam in lambdas:
             PrunetConfig(**{**cfg.to_dict(), "alpha": alpha, "lam": lam}).validate(space)
+    if args.lut is None:
+        raise OnnxNasError("--method prunet needs a latency table", where="--lut",
+                           fix=f"pass --lut FILE (from 'onnxnas build-lut --space {space.name}')")
     table = LatencyTable.load(args.lut)
     table.check_space(space)
     device = _device(args.device)
