@@ -124,7 +124,7 @@ class CompressedNetwork(nn.Module):
         return state
 
     def quant_ranges(self) -> dict[str, float]:
-        return {name: float(t.ranges.ranges[0]) for name, t in self.tensors.items() if t.bits != FLOAT_BITS}
+        return {name: float(t.ranges.ranges[0].detach()) for name, t in self.tensors.items() if t.bits != FLOAT_BITS}
 
 
 def finetune(arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: FinetuneConfig,
