@@ -14,13 +14,17 @@ medians), so a slow spell of the shared machine hits all three alike. It prints 
 ratio, how many Convs run as QLinearConv after ORT's optimizer (from optimized_model_filepath), the other
 fused QLinear nodes, and max |diff| against PyTorch (the int8 rows against the weight-quantized reference).
 
-Usage: python bench/bench_int8.py [tiny|gpunet1|all] [--rounds N] [--calls N]
+With ``--profile`` it also prints, per model, ORT's profiler kernel times summed by op type (median
+per node over the calls; the profiler adds about 1-2 us to every node, so read them as shares).
+
+Usage: python bench/bench_int8.py [tiny|gpunet1|all] [--rounds N] [--calls N] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import statistics
 import tempfile
 import time
@@ -66,6 +70,28 @@ def optimized_ops(model: bytes) -> collections.Counter:
         return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
+def profile_by_op(model: bytes, feed: dict[str, np.ndarray], calls: int) -> tuple[int, collections.Counter]:
+    """(nodes run, op type -> summed median kernel time in us) from ORT's profiler, 1 thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        runner = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        for _ in range(calls):
+            runner.run(None, feed)
+        events = json.loads(Path(runner.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_node[(event["name"], event["args"]["op_name"])].append(event["dur"])
+    by_op: collections.Counter = collections.Counter()
+    for (_, op), durations in per_node.items():
+        by_op[op] += statistics.median(durations[len(durations) // 3:])  # past the warm-up
+    return len(per_node), by_op
+
+
 def ort_quantize_static(fp32: bytes, calibration: list[np.ndarray]) -> bytes:
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -99,7 +125,7 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, per
     return {name: statistics.median(values) for name, values in medians.items()}
 
 
-def bench(name: str, rounds: int, per_round: int) -> None:
+def bench(name: str, rounds: int, per_round: int, profile: bool = False) -> None:
     arch_file, data = ARCHS[name]
     arch = load_arch(ROOT / arch_file)
     samples = sample_inputs(data, arch)
@@ -134,6 +160,11 @@ def bench(name: str, rounds: int, per_round: int) -> None:
         other = ", ".join(f"{op} {ops[op]}" for op in FUSED[1:] if ops[op])
         print(f"  {label:20s} {latency[label]:10.1f} {latency[label] / latency['fp32']:7.2f} "
               f"{ops['QLinearConv']:>5d} / {convs:<5d} {max(diffs):15.3f}  {other}")
+    if profile:
+        for label, model in models.items():
+            nodes, by_op = profile_by_op(model, feed, max(per_round * 3, 30))
+            shares = ", ".join(f"{op} {us:.0f}" for op, us in by_op.most_common())
+            print(f"  profile {label}: {nodes} nodes, {sum(by_op.values()):.0f} us: {shares}")
 
 
 def main() -> None:
@@ -141,9 +172,10 @@ def main() -> None:
     parser.add_argument("which", nargs="?", default="all", choices=[*ARCHS, "all"])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=0, help="calls per round (default: 100 tiny, 5 gpunet1)")
+    parser.add_argument("--profile", action="store_true", help="also print ORT profiler time per op type")
     args = parser.parse_args()
     for name in ARCHS if args.which == "all" else [args.which]:
-        bench(name, args.rounds, args.calls or (100 if name == "tiny" else 5))
+        bench(name, args.rounds, args.calls or (100 if name == "tiny" else 5), args.profile)
 
 
 if __name__ == "__main__":

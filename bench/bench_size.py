@@ -1,4 +1,4 @@
-"""Size bound against the real coder (DESIGN.md section 7, "Real size"), side by side.
+"""Size bound against the real coder (docs/design.md §7, "Real size"), side by side.
 
   random   random weights quantized to b bits with magnitude sparsity s, for s in {0.1, 0.5, 0.9} x
            b in {2, 4, 8}: bound bits, coded bits, coded / bound, header overhead; at 1M elements (0.95 MiB

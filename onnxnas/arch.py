@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxnas.blocks.spec import (ACTIVATIONS, BLOCK_TYPES, CONV_NAMES, HEAD_CONV_NAMES, IRB_TYPES, BlockSpec,
-                                 FilterGroup, FilterGroups, HeadSpec)
+from onnxnas.blocks.spec import (ACTIVATIONS, BLOCK_TYPES, BN_EPS, CONV_NAMES, HEAD_CONV_NAMES, IRB_TYPES, PADDINGS,
+                                 BlockSpec, FilterGroup, FilterGroups, HeadSpec)
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json, read_json
 from onnxnas.schema import MAX_CHANNELS, MAX_CLASSES, MAX_KERNEL, MAX_LAYERS, MAX_RESOLUTION, MAX_STRIDE, Fields
@@ -41,14 +41,23 @@ class Arch:
     head: HeadSpec
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     derived: bool = False  # widths changed from the space's (written as "derived_from")
+    bn_eps: float = BN_EPS  # every BatchNorm's epsilon (NVIDIA's GPUNet: 1e-3)
+    dropout: float = 0.0  # before the classifier, in training only
+    drop_path_rate: float = 0.0  # stochastic depth of residual blocks in training (see build_model)
 
     def to_dict(self) -> dict[str, Any]:
+        """The arch.json document; the network-wide fields appear only when they differ from their defaults,
+        so archs written before they existed keep their hashes."""
+        network = {name: getattr(self, name) for name, default in (("bn_eps", BN_EPS), ("dropout", 0.0),
+                                                                   ("drop_path_rate", 0.0))
+                   if getattr(self, name) != default}
         return {
             "schema_version": SCHEMA_VERSION,
             "derived_from" if self.derived else "space": self.space,
             "space_hash": self.space_hash,
             "resolution": self.resolution,
             "in_chs": self.in_chs,
+            **network,
             "stem": self.stem.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
             "head": self.head.to_dict(),
@@ -132,7 +141,7 @@ def _block(value: Any, path: str, source: str) -> BlockSpec:
         raise f.fail("hidden_chs", f"required for a {kind} block", fix="add 'hidden_chs'")
     if kind != "skip" and given["kernel_size"] is None:
         raise f.fail("kernel_size", "required field is missing", fix="add 'kernel_size'")
-    spec = BlockSpec(type=kind, act=act, se=f.boolean("se", False),
+    spec = BlockSpec(type=kind, act=act, se=f.boolean("se", False), padding=f.string("padding", "same", choices=PADDINGS),
                      **{k: v for k, v in given.items() if v is not None}, **fractions)
     filters = {conv.name: conv.out_chs for conv in spec.convs()}
     groups = _filter_groups(f, CONV_NAMES[kind], filters, f"a {kind} block")
@@ -171,6 +180,9 @@ def arch_from_dict(data: Any, source: str = "arch.json") -> Arch:
         head=_head(top.object("head")),
         provenance=top.object("provenance", {}).data,
         derived=derived,
+        bn_eps=top.number("bn_eps", BN_EPS, low=0.0, high=1.0, low_open=True),
+        dropout=top.number("dropout", 0.0, low=0.0, high=0.99),
+        drop_path_rate=top.number("drop_path_rate", 0.0, low=0.0, high=0.99),
     )
     top.done()
     _check_chain(top, arch)
@@ -178,10 +190,17 @@ def arch_from_dict(data: Any, source: str = "arch.json") -> Arch:
 
 
 def _check_chain(r: Fields, arch: Arch) -> None:
-    """Channels must chain from stem through layers to head; skips must keep the shape."""
+    """Channels must chain from stem through layers to head; skips must keep the shape; every kxk
+    conv must see an input at least as large as its kernel ('valid' padding shrinks the maps)."""
     chs = arch.stem.out_chs
     if arch.stem.in_chs != arch.in_chs:
         raise r.fail("stem.in_chs", f"is {arch.stem.in_chs} but in_chs is {arch.in_chs}")
+    hw = arch.resolution
+    for where, spec in (("stem", arch.stem), *((f"layers[{i}]", layer) for i, layer in enumerate(arch.layers))):
+        if spec.type != "skip" and spec.padding == "valid" and hw < spec.kernel_size:
+            raise r.fail(f"{where}.padding", f"a 'valid' {spec.kernel_size}x{spec.kernel_size} conv gets a {hw}x{hw} "
+                                             "input, smaller than its kernel", fix="use padding 'same' here")
+        hw = spec.out_hw(hw)
     for i, layer in enumerate(arch.layers):
         if layer.in_chs != chs:
             raise r.fail(f"layers[{i}].in_chs", f"is {layer.in_chs} but the previous layer outputs {chs} channels")

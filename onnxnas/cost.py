@@ -1,4 +1,4 @@
-"""One Cost protocol for every budget (DESIGN.md section 13): LUT latency, params, MACs, BOPs, size.
+"""One Cost protocol for every budget (docs/design.md §13): LUT latency, params, MACs, BOPs, size.
 
 A cost gives (a) :meth:`Cost.exact`, the value of a concrete :class:`~onnxnas.arch.Arch`, and
 (b) :meth:`Cost.expected`, a differentiable value of relaxed decisions: a :class:`RelaxedArch`
@@ -224,7 +224,7 @@ class Counts:
 
 def _conv_counts(conv: ConvShape, in_hw: int) -> tuple[Counts, int]:
     """A conv + BN (no conv bias): BN's gamma/beta fold into one bias per filter when deployed."""
-    out_hw = -(-in_hw // conv.stride)
+    out_hw = conv.out_hw(in_hw)
     macs = out_hw * out_hw * conv.weights
     return Counts(conv.weights + 2 * conv.out_chs, conv.weights + conv.out_chs, macs, 0), out_hw
 
@@ -299,7 +299,7 @@ def default_bits(weight_bits: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=65536)
 def conv_bops(conv: ConvShape, out_hw: int, in_bits: Runs, filters: tuple[FilterGroup, ...]) -> float:
-    """DESIGN section 12: ``H W sum_f k^2 (b_w(f) sum_c b_a(c) + n_f log2(2^b_w(f) k^2 sum_c 2^b_a(c)))``
+    """docs/design.md §12: ``H W sum_f k^2 (b_w(f) sum_c b_a(c) + n_f log2(2^b_w(f) k^2 sum_c 2^b_a(c)))``
     over the input channels c that filter f reads (its conv group's slice; n_f = C_in / groups)."""
     k2, n = conv.kernel_size ** 2, conv.in_chs // conv.groups
     act = _expand(in_bits)
@@ -327,7 +327,7 @@ def block_bops(spec: BlockSpec | HeadSpec, in_hw: int, in_bits: Runs) -> tuple[f
     total, hw, bits = 0.0, in_hw, in_bits
     for conv in spec.convs():
         groups = _conv_groups(spec, conv, weight_bits)
-        hw = -(-hw // conv.stride)
+        hw = conv.out_hw(hw)
         total += conv_bops(conv, hw, bits, groups)
         bits = _runs([(g.filters, g.act_bits) for g in groups])
     return total, bits

@@ -2,6 +2,12 @@
 
 Nothing is downloaded: ``digits`` is scikit-learn's shipped 8x8 digits (real images),
 ``synthetic`` is generated, and anything else is a user's ImageFolder-layout directory.
+
+Every dataset has one fixed split, whatever ``--seed`` a command runs with, so a search at
+seed 0 and a retrain at seed 1 see the same training images: ``train`` (a search divides
+it into weight and architecture batches), ``val`` (selection and verification) and
+``test`` (touched only for a final report). The seed changes initialization and batch
+order, never which images are held out.
 """
 
 from __future__ import annotations
@@ -24,17 +30,21 @@ MAX_IMAGES = 2_000_000  # ImageNet-1k's training set is 1.28 M
 MAX_IMAGE_BYTES = 64 << 20
 MAX_IMAGE_PIXELS = 64_000_000  # a decompression bomb is a small file that decodes to billions of pixels
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLIT_SEED = 0  # fixed: the split must not move with --seed
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.2
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass
 class DataSplits:
-    """``train`` feeds weights and architecture weights; ``val`` is held out for accuracy."""
+    """``train`` feeds weights and architecture weights; ``val`` selects; ``test`` is for final reports only."""
 
     name: str
     train: Dataset
     val: Dataset
+    test: Dataset
     num_classes: int
 
 
@@ -63,32 +73,45 @@ class _ResizedImages(Dataset):
         return image.contiguous(), self.labels[index]
 
 
-def _split(dataset: Dataset, n: int, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, int(n * val_fraction))
-    return Subset(dataset, order[n_val:]), Subset(dataset, order[:n_val])
+def split_indices(n: int) -> tuple[list[int], list[int], list[int]]:
+    """(train, val, test) indices of an ``n``-item dataset: one seeded permutation, the same for every run.
+
+    The test split is the permutation's head and val the next part, so each is at least one item.
+    """
+    if n < 3:
+        raise OnnxNasError(f"{n} sample(s) cannot be split into train, validation and test",
+                           fix="use a dataset with 3 or more images (tens per class for a meaningful accuracy)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    n_test = max(1, int(n * TEST_FRACTION))
+    n_val = max(1, int(n * VAL_FRACTION))
+    return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def digits(resolution: int, in_chs: int = 3, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
-    """scikit-learn's 1797 handwritten 8x8 digits, standardized to [-1, 1] and resized."""
+def _splits(name: str, dataset: Dataset, n: int, num_classes: int) -> DataSplits:
+    train, val, test = split_indices(n)
+    return DataSplits(name, Subset(dataset, train), Subset(dataset, val), Subset(dataset, test), num_classes)
+
+
+def digits(resolution: int, in_chs: int = 3) -> DataSplits:
+    """scikit-learn's 1797 handwritten 8x8 digits, standardized to [-1, 1] and resized (1259/179/359)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1) - 0.5) / 0.5
     dataset = _ResizedImages(images, torch.from_numpy(bunch.target.astype(np.int64)), resolution, in_chs)
-    train, val = _split(dataset, len(dataset), val_fraction, seed)
-    return DataSplits("digits", train, val, 10)
+    return _splits("digits", dataset, len(dataset), 10)
 
 
-def synthetic(resolution: int, in_chs: int = 3, *, num_classes: int = 10, samples: int = 512, seed: int = 0,
-              val_fraction: float = 0.2) -> DataSplits:
-    """Learnable random data: a fixed 8x8 prototype per class, upsampled, plus per-image noise (smoke tests)."""
-    gen = torch.Generator().manual_seed(seed)
+def synthetic(resolution: int, in_chs: int = 3, *, num_classes: int = 10, samples: int = 512) -> DataSplits:
+    """Learnable random data: a fixed 8x8 prototype per class, upsampled, plus per-image noise (smoke tests).
+
+    The images are a fixed function of (class count, samples), like any dataset on disk.
+    """
+    gen = torch.Generator().manual_seed(SPLIT_SEED)
     prototypes = torch.randn(num_classes, in_chs, 8, 8, generator=gen)
     labels = torch.randint(0, num_classes, (samples,), generator=gen)
-    dataset = _ResizedImages(prototypes[labels], labels, resolution, in_chs, noise=0.5, seed=seed)
-    train, val = _split(dataset, samples, val_fraction, seed)
-    return DataSplits("synthetic", train, val, num_classes)
+    dataset = _ResizedImages(prototypes[labels], labels, resolution, in_chs, noise=0.5, seed=SPLIT_SEED)
+    return _splits("synthetic", dataset, samples, num_classes)
 
 
 class ImageFolder(Dataset):
@@ -129,7 +152,8 @@ class ImageFolder(Dataset):
         return (tensor - mean) / std, label
 
 
-def image_folder(root: Path, resolution: int, *, seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
+def image_folder(root: Path, resolution: int) -> DataSplits:
+    """``root/<class>/<image>``; the training split is augmented, val and test are not."""
     if not root.is_dir():
         raise OnnxNasError("data directory not found", where=str(root),
                            fix="pass 'digits', 'synthetic' or an ImageFolder directory (root/<class>/<image>)")
@@ -148,20 +172,21 @@ def image_folder(root: Path, resolution: int, *, seed: int = 0, val_fraction: fl
     if len(classes) < 2 or not files:
         raise OnnxNasError(f"found {len(classes)} class folder(s) and {len(files)} image(s)", where=str(root),
                            fix="use the layout root/<class>/<image> with at least two classes")
-    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, int(len(files) * val_fraction))
-    val = [files[i] for i in order[:n_val]]
-    train = [files[i] for i in order[n_val:]]
+    train, val, test = ([files[i] for i in part] for part in split_indices(len(files)))
     return DataSplits(root.name, ImageFolder(root, resolution, train, augment=True),
-                      ImageFolder(root, resolution, val, augment=False), len(classes))
+                      ImageFolder(root, resolution, val, augment=False),
+                      ImageFolder(root, resolution, test, augment=False), len(classes))
 
 
-def load_data(source: str, resolution: int, in_chs: int = 3, *, seed: int = 0) -> DataSplits:
-    """``digits``, ``synthetic`` or an ImageFolder path, at the space's resolution."""
+def load_data(source: str, resolution: int, in_chs: int = 3) -> DataSplits:
+    """``digits``, ``synthetic`` or an ImageFolder path, at the space's resolution, with its fixed split.
+
+    There is no seed: search, train, finalize and scale must all see the same split.
+    """
     if source == "digits":
-        return digits(resolution, in_chs, seed=seed)
+        return digits(resolution, in_chs)
     if source == "synthetic":
-        return synthetic(resolution, in_chs, seed=seed)
+        return synthetic(resolution, in_chs)
     if in_chs != 3:
         raise OnnxNasError(f"image folders give RGB images but the space takes {in_chs} channels", where=source)
-    return image_folder(Path(source), resolution, seed=seed)
+    return image_folder(Path(source), resolution)

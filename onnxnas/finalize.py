@@ -1,4 +1,4 @@
-"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (DESIGN.md section 8).
+"""arch.json (+ checkpoint) -> model.onnx (+ model.engine) + manifest.json, verified (docs/design.md §8).
 
 Orchestration only; each step lives in :mod:`onnxnas.deploy`. Everything is written
 into a staging folder and moved into ``out`` only once verification has passed.
@@ -20,10 +20,11 @@ from onnxnas.deploy.compressed import compress_weights
 from onnxnas.deploy.concrete import ConcreteModel, build_concrete, layer_weight_bits, quantized_reference
 from onnxnas.deploy.engine import EngineOptions, build_engine, tensorrt_available
 from onnxnas.deploy.graph import deployable_onnx
+from onnxnas.deploy.grids import weight_grids
 from onnxnas.deploy.inputs import SampleInputs, sample_inputs
 from onnxnas.deploy.latency import lut_prediction, measure
 from onnxnas.deploy.manifest import file_record, io_signature, size_report, software_versions, write_manifest
-from onnxnas.deploy.verify import verify_artefacts
+from onnxnas.deploy.verify import polygraphy_command, verify_artefacts
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import OPSET
 from onnxnas.fileio import atomic_write_bytes
@@ -66,26 +67,27 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     space = load_space(options.space or arch.space)
     check_fits_space(arch, space, str(arch_path))
     checkpoint = load_checkpoint(options.weights) if options.weights else None
-    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples, options.seed)
+    samples = sample_inputs(options.calib_data, arch, options.calibration_samples, options.verify_samples)
     concrete = build_concrete(arch, checkpoint, sparsity=options.sparsity, seed=options.seed, bn_batches=samples.calibration)
     notes = _notes(arch, space.hash, checkpoint, concrete, samples, options)
     for note in notes:
         log(f"WARNING: {note}")
     bits = layer_weight_bits(arch, options.precision)
+    grids = weight_grids(checkpoint.quantizers, concrete.module, checkpoint.source) if checkpoint else None
     stats = count_stats(concrete.module, arch.input_shape)
     proto, pass_report = deployable_onnx(concrete.module, arch.input_shape, options.precision, bits,
-                                         samples.calibration if options.precision == "int8" else None)
+                                         samples.calibration if options.precision == "int8" else None, grids)
     want_engine = tensorrt_available() if options.engine is None else options.engine
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
         load_onnx(onnx_path)
-        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (DESIGN section 7)
+        compressed = compress_weights(proto, arch, options.precision)  # the INT8 weights' real coded size (docs/design.md §7)
         if compressed:
             atomic_write_bytes(stage / COMPRESSED_FILE, compressed.data)
         engine = (build_engine(onnx_path, stage / ENGINE_FILE, options.precision,
                                dataclasses.replace(options.engine_options, sparse_weights=options.sparsity == "2:4"))
                   if want_engine else None)
-        report = verify_artefacts(quantized_reference(concrete.module, bits), stage, samples.verification,
+        report = verify_artefacts(quantized_reference(concrete.module, bits, grids), stage, samples.verification,
                                   options.precision, with_engine=engine is not None)
         timed = stage / ENGINE_FILE if engine and hasattr(options.backend, "measure_engine") else onnx_path
         manifest = {
@@ -107,6 +109,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
             "engine": engine or {"built": False, "reason": "not requested" if options.engine is False
                                  else "TensorRT or a CUDA device is not present"},
             "verification": report.to_dict(),
+            "verify_command": polygraphy_command(report),  # run in this folder; passes as written
             "calibration": {"data": samples.source, "samples": len(samples.calibration)},
             "software": software_versions(),
             "notes": notes,

@@ -58,7 +58,7 @@ def count_stats(model: nn.Module, input_shape: tuple[int, ...]) -> ModelStats:
 
 
 def arch_stats(arch: "Arch", table: "LatencyTable | None" = None, precision: str | None = None) -> dict[str, Any]:
-    """Every cost of an arch (DESIGN section 13), as `arch stats` prints them; latency only with a table."""
+    """Every cost of an arch (docs/design.md §13), as `arch stats` prints them; latency only with a table."""
     from onnxnas.cost import BopsCost, LatencyCost, SizeCost, arch_counts
 
     counts, size = arch_counts(arch), SizeCost()

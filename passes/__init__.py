@@ -22,6 +22,8 @@ from passes.integer_ops import IntegerOpsPass
 from passes.prune_channels import DropZeroChannelsPass
 from passes.qdq import (
     FLOAT_BITS,
+    Bits,
+    Range,
     QuantizeActivationsPass,
     QuantizeWeightsPass,
     calibrate_activation_ranges,
@@ -50,15 +52,18 @@ PRECISIONS = ("fp32", "fp16", "int8")
 def default_pipeline(
     precision: str = "fp32",
     *,
-    weight_bits: Mapping[str, int] | int | None = None,
+    weight_bits: Mapping[str, Bits] | int | None = None,
+    weight_ranges: Mapping[str, Range] | None = None,
     calibration_batches: Sequence[np.ndarray] | None = None,
 ) -> ir.passes.PassManager:
-    """Fold BN -> cleanup -> drop zero channels -> cleanup -> QDQ -> fp16 -> cleanup -> check.
+    """Weight QDQ -> fold BN -> cleanup -> drop zero channels -> cleanup -> activation QDQ -> fp16 -> cleanup -> check.
 
     ``int8`` quantizes activations (calibrated on ``calibration_batches``) and
     weights (8 bits unless ``weight_bits`` says otherwise); other precisions add
-    weight QDQ only where ``weight_bits`` is below 32. Read what the passes
-    recorded (e.g. ``DropZeroChannelsPass.dropped``) from ``pipeline.passes``.
+    weight QDQ only where ``weight_bits`` is below 32. Weights are quantized before
+    BN folds into their scales, on ``weight_ranges`` (trained clip ranges, keyed like
+    ``weight_bits``) where given, so a trained grid's integers ship unchanged. Read what
+    the passes recorded (e.g. ``DropZeroChannelsPass.dropped``) from ``pipeline.passes``.
     """
     if precision not in PRECISIONS:
         raise choice_error("precision", precision, PRECISIONS)
@@ -69,19 +74,20 @@ def default_pipeline(
                 fix="pass a few batches of real inputs, or use --precision fp16",
             )
         weight_bits = 8 if weight_bits is None else weight_bits
-    steps: list[ir.passes.PassBase] = [FoldBatchNormPass(), cleanup_passes(), DropZeroChannelsPass(), cleanup_passes()]
+    steps: list[ir.passes.PassBase] = []
+    if weight_bits is not None and _quantizes(weight_bits):
+        steps.append(QuantizeWeightsPass(weight_bits, weight_ranges))
+    steps += [FoldBatchNormPass(), cleanup_passes(), DropZeroChannelsPass(), cleanup_passes()]
     if precision == "int8":
         steps += [IntegerOpsPass(), QuantizeActivationsPass(batches=calibration_batches)]
-    if weight_bits is not None and _quantizes(weight_bits):
-        steps.append(QuantizeWeightsPass(weight_bits))
     if precision == "fp16":
         steps.append(ConvertFloat16Pass())
     steps += [cleanup_passes(), CheckAndInferPass()]
     return ir.passes.PassManager(steps)
 
 
-def _quantizes(bits: Mapping[str, int] | int) -> bool:
-    return any(b < FLOAT_BITS for b in ([bits] if isinstance(bits, int) else bits.values()))
+def _quantizes(bits: Mapping[str, Bits] | int) -> bool:
+    return any(np.min(b) < FLOAT_BITS for b in ([bits] if isinstance(bits, int) else bits.values()))
 
 
 def run_passes(model: onnx.ModelProto, pipeline: ir.passes.PassBase) -> onnx.ModelProto:

@@ -7,6 +7,8 @@ initializer and points only its own node at it; cleanup drops the old one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx_ir as ir
 
@@ -36,6 +38,16 @@ def fresh_name(graph: ir.Graph, hint: str) -> str:
     while name in taken:
         name, n = f"{hint}_{n}", n + 1
     return name
+
+
+def one_output_node(graph: ir.Graph, op: str, inputs: Sequence[ir.Value], attributes: dict, out_name: str,
+                    dtype: ir.DataType) -> ir.Node:
+    """A one-output node (not yet inserted) whose output gets a fresh name derived from ``out_name``."""
+    name = fresh_name(graph, out_name)
+    node = ir.node(op, inputs, attributes, name=f"{name}_{op}")
+    node.outputs[0].name = name
+    node.outputs[0].dtype = dtype
+    return node
 
 
 def add_initializer(graph: ir.Graph, hint: str, array: np.ndarray) -> ir.Value:

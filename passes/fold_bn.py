@@ -2,8 +2,9 @@
 
 Folding in the graph (rather than leaving it to TensorRT) lets the later passes
 see the real per-channel weights: a channel whose folded weight and bias are
-zero can be dropped, and per-channel INT8 scales come from the folded weights,
-so a negative gamma already sits in the weights and every scale stays positive.
+zero can be dropped. A weight already quantized (INT8 -> DequantizeLinear) keeps
+its integers: BN folds into the per-channel scales, and a channel with gamma < 0
+has its integers negated so that every scale stays positive (DESIGN.md section 7).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from passes._graph import const_array, optional_input, set_const_input
+from passes._weights import rescale_weight, weight_values
 
 __all__ = ["FoldBatchNormPass"]
 
@@ -50,7 +52,7 @@ def _fold(bn: ir.Node) -> bool:
         return False
     if any(out.uses() or out.is_graph_output() for out in bn.outputs[1:]):
         return False
-    weight = const_array(conv.inputs[1])
+    weight = weight_values(conv.inputs[1])
     params = [const_array(v) for v in bn.inputs[1:5]]
     bias_value = optional_input(conv, 2)
     bias = const_array(bias_value) if bias_value is not None else None
@@ -60,14 +62,16 @@ def _fold(bn: ir.Node) -> bool:
     gamma, beta, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
     scale = gamma / np.sqrt(var + bn.attributes.get_float("epsilon", 1e-5))
     old_bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
-    new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
     new_bias = (old_bias - mean) * scale + beta
-    set_const_input(conv, 1, new_weight.astype(weight.dtype), "folded")
+    rescale_weight(conv, scale)
     set_const_input(conv, 2, new_bias.astype(weight.dtype), "folded" if bias is not None else "bias_folded")
 
     bn_out = bn.outputs[0]
     was_output = bn_out.is_graph_output()
     ir.convenience.replace_all_uses_with(bn_out, conv_out, replace_graph_outputs=True)
+    # The exporter types graph outputs only: the Conv output taking the BN's place needs its dtype
+    # as well as its shape, or onnx_ir skips serializing the shape ("value type ... is not known").
+    conv_out.type = conv_out.type or bn_out.type
     conv_out.shape = conv_out.shape or bn_out.shape
     bn.graph.remove(bn, safe=True)
     if was_output:

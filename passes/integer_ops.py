@@ -10,10 +10,17 @@ equal op is inside:
   between equal-scale Q/DQ on the INT8 tensor).
 - ``Relu`` is ``LeakyRelu(alpha=0)`` (QLinearLeakyRelu, a 256-entry table). With a
   symmetric zero point (TensorRT's rule) ORT cannot absorb a Relu into the Q after a
-  Conv, so a Relu would otherwise run in float between a DQ and a Q.
+  Conv, so a Relu would otherwise run in float between a DQ and a Q. A Relu whose
+  output is read twice (the SE's pool and Mul) stays float: it is then the fan-out node
+  that gives each integer reader its private Q (``DQ -> Relu -> Q, Q``), one node fewer
+  than ``QLinearLeakyRelu -> DQ -> Max -> Q, Q``.
+- ``Gemm(A, B, C)`` is ``Gemm(A, B) + C``: ORT's QGemm takes a bias only as INT32 from a
+  DequantizeLinear, which TensorRT has no form of, so a float bias keeps the classifier
+  a float Gemm that dequantizes its weight on every call (GPUNet-1: 1.28 M weights).
 
-Both rewrites are exact; TensorRT fuses GlobalAveragePool and LeakyRelu as it does
-ReduceMean and Relu. Run it only for INT8 graphs, right before activation QDQ.
+The rewrites are exact; TensorRT fuses GlobalAveragePool, LeakyRelu and a bias Add as
+it does ReduceMean, Relu and Gemm's bias. Run it only for INT8 graphs, right before
+activation QDQ.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ __all__ = ["IntegerOpsPass"]
 
 
 class IntegerOpsPass(ir.passes.InPlacePass):
-    """ReduceMean over H, W -> GlobalAveragePool [-> Reshape]; Relu -> LeakyRelu(alpha=0).
+    """ReduceMean over H, W -> GlobalAveragePool [-> Reshape]; Relu read once -> LeakyRelu(alpha=0); Gemm bias -> Add.
 
     Attributes:
         rewritten: op type -> how many nodes of it the last call replaced.
@@ -42,10 +49,12 @@ class IntegerOpsPass(ir.passes.InPlacePass):
         for node in list(model.graph):
             if node.domain != "":
                 continue
-            if node.op_type == "Relu":
+            if node.op_type == "Relu" and len(node.outputs[0].uses()) == 1:
                 replacement = [ir.node("LeakyRelu", [node.inputs[0]], {"alpha": 0.0}, name=node.name)]
             elif node.op_type == "ReduceMean" and _spatial_mean(node):
                 replacement = _global_average_pool(node)
+            elif node.op_type == "Gemm" and _plain_bias(node):
+                replacement = _bias_add(node)
             else:
                 continue
             out = node.outputs[0]
@@ -77,3 +86,16 @@ def _global_average_pool(node: ir.Node) -> list[ir.Node]:
     pool.outputs[0].dtype = node.inputs[0].dtype
     shape = add_initializer(node.graph, f"{node.name or 'pool'}_flat_shape", np.array([0, -1], np.int64))
     return [pool, ir.node("Reshape", [pool.outputs[0], shape], name=f"{node.name}_flatten")]
+
+
+def _plain_bias(node: ir.Node) -> bool:
+    """A Gemm with a bias input added as it is (beta = 1)."""
+    bias = optional_input(node, 2)
+    return bias is not None and node.attributes.get_float("beta", 1.0) == 1.0
+
+
+def _bias_add(node: ir.Node) -> list[ir.Node]:
+    attributes = {name: attr.value for name, attr in node.attributes.items() if name != "beta"}
+    gemm = ir.node("Gemm", node.inputs[:2], attributes, name=node.name)
+    gemm.outputs[0].dtype = node.outputs[0].dtype
+    return [gemm, ir.node("Add", [gemm.outputs[0], node.inputs[2]], name=f"{node.name}_bias")]

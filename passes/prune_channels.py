@@ -6,7 +6,9 @@ operator maps zero to something else (Sigmoid, a bias, BatchNormalization) or
 mixes channels. The pass follows every consumer of the channel; only if all of
 them can be sliced consistently does it remove the channel, so the output is
 numerically unchanged. Anything it does not understand (Add, Concat, a graph
-output, a Sigmoid feeding a Conv) blocks the drop for that Conv.
+output, a Sigmoid feeding a Conv) blocks the drop for that Conv. Weights may be
+float or INT8 -> DequantizeLinear; a quantized one is sliced in its integers and
+per-channel scales.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from passes._graph import const_array, optional_input, set_const_input, with_channels
+from passes._weights import take_weight, weight_values
 
 __all__ = ["DropZeroChannelsPass"]
 
@@ -94,7 +97,7 @@ def _zero_channels(node: ir.Node) -> tuple[int, np.ndarray] | None:
     """(output channels, those whose weight and bias are exactly zero) of a ``group=1`` Conv."""
     if node.op_type != "Conv" or node.domain != "" or node.attributes.get_int("group", 1) != 1:
         return None
-    weight = const_array(node.inputs[1])
+    weight = weight_values(node.inputs[1])
     bias_value = optional_input(node, 2)
     bias = const_array(bias_value) if bias_value is not None else np.zeros(1)
     if weight is None or bias is None:
@@ -181,7 +184,7 @@ def _keeps_channel_axis(node: ir.Node) -> bool:
 
 
 def _visit_conv(node: ir.Node, plan: _Plan, zero: bool) -> bool:
-    weight = const_array(node.inputs[1])
+    weight = weight_values(node.inputs[1])
     if weight is None:
         return False
     group = node.attributes.get_int("group", 1)
@@ -202,7 +205,7 @@ def _visit_conv(node: ir.Node, plan: _Plan, zero: bool) -> bool:
 
 
 def _visit_matmul(node: ir.Node, plan: _Plan, zero: bool) -> bool:
-    x, weight = node.inputs[0], const_array(node.inputs[1])
+    x, weight = node.inputs[0], weight_values(node.inputs[1])
     if not zero or weight is None or weight.ndim != 2 or x.shape is None or len(x.shape) != 2:
         return False
     if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
@@ -245,7 +248,7 @@ def _slice_back(value: ir.Value, plan: _Plan) -> bool:
         return True
     if op != "Conv" or producer.attributes.get_int("group", 1) != 1:
         return False
-    weight = const_array(producer.inputs[1])
+    weight = weight_values(producer.inputs[1])
     bias_value = optional_input(producer, 2)
     if weight is None or weight.shape[0] != plan.channels:
         return False
@@ -259,14 +262,14 @@ def _slice_back(value: ir.Value, plan: _Plan) -> bool:
 def _apply(plan: _Plan) -> dict[str, list[int]]:
     keep = np.setdiff1d(np.arange(plan.channels), plan.drop)
     for node in plan.out_sliced:
-        set_const_input(node, 1, const_array(node.inputs[1])[keep], "pruned")
+        take_weight(node, 1, keep, 0)
         bias_value = optional_input(node, 2)
         if bias_value is not None:
             set_const_input(node, 2, const_array(bias_value)[keep], "pruned")
         if node.attributes.get_int("group", 1) != 1:
             node.attributes["group"] = ir.AttrInt64("group", len(keep))
     for node, index, axis in plan.in_sliced:
-        set_const_input(node, index, np.take(const_array(node.inputs[index]), keep, axis=axis), "pruned")
+        take_weight(node, index, keep, axis)
     for value in plan.tensors:
         with_channels(value, len(keep))
     return {_name(node): plan.drop.tolist() for node in plan.out_sliced}

@@ -17,7 +17,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx_ir.passes.common import ShapeInferencePass
 
-from passes._graph import add_initializer, const_array, fresh_name
+from passes._graph import add_initializer, const_array, fresh_name, one_output_node
+from passes._weights import MIN_SCALE, QuantizedWeight, dequantize_node
 
 __all__ = [
     "INTEGER_OPS",
@@ -28,58 +29,68 @@ __all__ = [
     "quantize_weight",
 ]
 
-# Scale for an all-zero channel: positive (TensorRT rejects 0) and a normal fp16 number.
-MIN_SCALE = float(np.finfo(np.float16).tiny)
 FLOAT_BITS = 32
 _QUANTIZED_OPS = ("Conv", "Gemm")
+Bits = int | np.ndarray  # one bitwidth, or one per output channel (filter groups)
+Range = float | np.ndarray  # one clip range r, or one per output channel
 
 
-def quantize_weight(
-    weight: np.ndarray, bits: int, axis: int = 0, absmax: float | np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(weight: np.ndarray, bits: Bits, axis: int = 0, absmax: Range | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-channel quantization along ``axis``: (INT8 values, float32 scales).
 
-    ``absmax`` is the clipping range r, one per tensor or one per channel: a trained
-    range *is* the grid (UDC's and the filter-level method's quantizers), so weights
-    beyond it saturate. Without it, a plain checkpoint gets max|w| per channel.
+    ``bits`` and ``absmax`` (the clip range r) are one per tensor or one per channel. A
+    trained range *is* the grid (UDC's and the filter-level method's quantizers), so
+    weights beyond it saturate; without one a plain checkpoint gets max|w| per channel.
     ``bits`` in 2..8 uses the grid [-(2^(b-1)-1), 2^(b-1)-1] with scale r/(2^(b-1)-1);
-    ``bits == 1`` keeps the sign with scale r (default mean|w|). Exact zeros stay zero,
-    so a masked channel still dequantizes to zero.
+    ``bits == 1`` keeps the sign with scale r (default mean|w|). The arithmetic is
+    float32, as in ``onnxnas.compress.quantizer``, so a trained quantizer's integers are
+    reproduced exactly. Exact zeros stay zero, so a masked channel dequantizes to zero.
     """
-    rows = np.moveaxis(weight.astype(np.float64), axis, 0).reshape(weight.shape[axis], -1)
-    if bits == 1:
-        default = np.abs(rows).mean(axis=1)
-        qmax = 1
+    rows = np.moveaxis(weight.astype(np.float32), axis, 0).reshape(weight.shape[axis], -1)
+    channel_bits = np.broadcast_to(np.asarray(bits, np.int64), (rows.shape[0],))
+    if not ((1 <= channel_bits) & (channel_bits <= 8)).all():
+        raise ValueError(f"integer weights have 1..8 bits, got {sorted(set(channel_bits.tolist()))}")
+    sign_only = (channel_bits == 1)[:, None]
+    qmax = np.where(channel_bits == 1, 1, 2 ** (channel_bits - 1) - 1).astype(np.float32)
+    if absmax is None:
+        r = np.where(sign_only[:, 0], np.abs(rows).mean(axis=1), np.abs(rows).max(axis=1)).astype(np.float32)
     else:
-        default = np.abs(rows).max(axis=1)
-        qmax = 2 ** (bits - 1) - 1
-    r = default if absmax is None else np.broadcast_to(np.asarray(absmax, np.float64), default.shape)
-    scale = (r / qmax).astype(np.float32)
-    safe = np.where(scale > 0, scale, 1.0)[:, None]
-    q = np.sign(rows) if bits == 1 else np.clip(np.rint(rows / safe), -qmax, qmax)
+        r = np.broadcast_to(np.asarray(absmax, np.float32), qmax.shape)
+    scale = r / qmax
+    safe = np.where(scale > 0, scale, np.float32(1.0))[:, None]
+    grid = np.clip(np.rint(np.clip(rows, -r[:, None], r[:, None]) / safe), -qmax[:, None], qmax[:, None])
+    q = np.where(sign_only, np.sign(rows), grid)
     moved = np.moveaxis(weight, axis, 0).shape
     q = np.moveaxis(q.reshape(moved), 0, axis).astype(np.int8)
-    return q, np.where(scale > 0, scale, MIN_SCALE).astype(np.float32)
+    return q, np.where(scale > 0, scale, np.float32(MIN_SCALE)).astype(np.float32)
 
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     """Replace Conv and Gemm weights by INT8 initializer -> DequantizeLinear(axis=output channel).
 
+    Run it before :class:`passes.fold_bn.FoldBatchNormPass`: BN then folds into the
+    per-channel scales and the integers stay those of the trained grid.
+
     Args:
         bits: one bitwidth for every layer, or a map from Conv/Gemm node name (or
-            weight initializer name) to its bitwidth. Layers missing from the map,
-            or with bits >= 32, stay float; a key matching no layer is an error.
+            weight initializer name) to its bitwidth (an int, or one per output
+            channel). Layers missing from the map, or with bits >= 32, stay float; a
+            key matching no layer is an error.
+        ranges: trained clip ranges keyed the same way (one per tensor or one per
+            output channel); a layer without one gets max|w| per channel.
 
     Attributes:
-        quantized: node name -> bitwidth applied by the last call.
+        quantized: node name -> bitwidth applied by the last call (the widest, for per-channel bits).
     """
 
-    def __init__(self, bits: Mapping[str, int] | int = 8) -> None:
+    def __init__(self, bits: Mapping[str, Bits] | int = 8, ranges: Mapping[str, Range] | None = None) -> None:
         super().__init__()
         for b in [bits] if isinstance(bits, int) else bits.values():
-            if not (1 <= b <= 8 or b >= FLOAT_BITS):
+            if not all(1 <= v <= 8 or v >= FLOAT_BITS for v in np.atleast_1d(b).tolist()):
                 raise ValueError(f"weight bits must be 1..8 or >= {FLOAT_BITS} (float), got {b}")
         self.bits = bits
+        self.ranges = dict(ranges or {})
         self.quantized: dict[str, int] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -89,63 +100,44 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         for node in model.graph:
             if node.op_type not in _QUANTIZED_OPS or node.domain != "" or const_array(node.inputs[1]) is None:
                 continue
-            bits = self._bits_for(node, matched)
-            if bits < FLOAT_BITS:
-                targets.append((node, bits))
+            bits = self._lookup(node, self.bits, matched, FLOAT_BITS)
+            if np.max(bits) < FLOAT_BITS:
+                targets.append((node, bits, self._lookup(node, self.ranges, matched, None)))
         if not isinstance(self.bits, int) and set(self.bits) - matched:
             raise ValueError(f"weight bits given for unknown layers: {sorted(set(self.bits) - matched)}")
+        if set(self.ranges) - matched:
+            raise ValueError(f"weight ranges given for unknown or float layers: {sorted(set(self.ranges) - matched)}")
 
-        dequantized: dict[tuple[ir.Value, int], ir.Value] = {}  # a shared weight is quantized once
-        for node, bits in targets:
-            key = (node.inputs[1], bits)
+        dequantized: dict[tuple, ir.Value] = {}  # a shared weight on one grid is quantized once
+        for node, bits, absmax in targets:
+            key = (node.inputs[1], *(None if a is None else tuple(np.atleast_1d(a).tolist()) for a in (bits, absmax)))
             if key not in dequantized:
-                dequantized[key] = _insert_weight_dq(node, bits)
+                dequantized[key] = _insert_weight_dq(node, bits, absmax)
             node.replace_input_with(1, dequantized[key])
-            self.quantized[node.name or ""] = bits
+            self.quantized[node.name or ""] = int(np.max(bits))
         return ir.passes.PassResult(model, modified=bool(targets))
 
-    def _bits_for(self, node: ir.Node, matched: set[str]) -> int:
-        if isinstance(self.bits, int):
-            return self.bits
+    @staticmethod
+    def _lookup(node: ir.Node, table: Mapping[str, object] | int, matched: set[str], default: object) -> object:
+        if isinstance(table, int):
+            return table
         for key in (node.name, node.inputs[1].name):
-            if key in self.bits:
+            if key in table:
                 matched.add(key)
-                return self.bits[key]
-        return FLOAT_BITS
+                return table[key]
+        return default
 
 
-def _insert_weight_dq(node: ir.Node, bits: int) -> ir.Value:
+def _insert_weight_dq(node: ir.Node, bits: Bits, absmax: Range | None) -> ir.Value:
     """Insert INT8 -> DequantizeLinear (-> Cast back to the weight's dtype) before ``node``."""
-    graph = node.graph
-    weight_value = node.inputs[1]
-    weight = const_array(weight_value)
+    weight = const_array(node.inputs[1])
     transposed = node.op_type == "Gemm" and not node.attributes.get_int("transB", 0)
     axis = 1 if transposed else 0  # the output-channel axis
-    q, scale = quantize_weight(weight, bits, axis)
-    name = weight_value.name
-    inputs = [
-        add_initializer(graph, f"{name}_int{bits}", q),
-        add_initializer(graph, f"{name}_scale", scale),
-        add_initializer(graph, f"{name}_zero_point", np.zeros(scale.shape, np.int8)),
-    ]
-    nodes = [_node(graph, "DequantizeLinear", inputs, {"axis": axis}, f"{name}_dequantized", ir.DataType.FLOAT)]
-    if weight.dtype != np.float32:  # opset 13 DequantizeLinear only outputs float32
-        to = ir.DataType.from_numpy(weight.dtype)
-        nodes.append(_node(graph, "Cast", nodes[-1].outputs, {"to": to}, f"{name}_dequantized_cast", to))
-    nodes[-1].outputs[0].shape = ir.Shape(weight.shape)
+    q, scale = quantize_weight(weight, bits, axis, absmax)
+    dtype = ir.DataType.from_numpy(weight.dtype)
+    nodes = dequantize_node(node.graph, node.inputs[1].name, QuantizedWeight(q, scale, axis, dtype))
     node.prepend(nodes)
     return nodes[-1].outputs[0]
-
-
-def _node(
-    graph: ir.Graph, op: str, inputs: Sequence[ir.Value], attributes: dict, out_name: str, dtype: ir.DataType
-) -> ir.Node:
-    """A one-output node whose output gets a fresh name derived from ``out_name``."""
-    name = fresh_name(graph, out_name)
-    node = ir.node(op, inputs, attributes, name=f"{name}_{op}")
-    node.outputs[0].name = name
-    node.outputs[0].dtype = dtype
-    return node
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
@@ -156,9 +148,11 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
     the pair goes on each tensor produced or consumed by one of ``INTEGER_OPS``: the
     Conv output is quantized *before* its activation (a Relu is not absorbed under a
     zero point of 0), the activation output again, residual Add inputs and output, the
-    swish/SE Sigmoid and Mul, the pool. All consumers of a tensor read its DQ. A tensor
+    SE gate's Sigmoid and Mul, the pool. Swish (``x * Sigmoid(x)``) stays float between
+    a DQ and a Q: ORT runs it as one QuickGelu, cheaper than two integer ops. A tensor
     through a data-movement op (Reshape, ...) keeps its input's scale so ORT runs the
-    op on INT8. Logits from Gemm stay float (QGemm outputs float directly).
+    op on INT8. Logits from Gemm stay float (QGemm outputs float directly), and so does
+    the classifier's bias Add (see :class:`passes.integer_ops.IntegerOpsPass`).
 
     Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
     sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
@@ -224,11 +218,9 @@ def _wants_qdq(value: ir.Value) -> bool:
         return False
     if any(_reads_integer(node, index) for node, index in value.uses()):
         return True
-    if producer is None or producer.domain != "":
-        return False
-    if producer.op_type in _FLOAT_OUTPUT_OPS:
-        return False  # it has no consumer that reads INT8 (checked above)
-    return producer.op_type in INTEGER_OPS or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
+    if producer is None or producer.domain != "" or producer.op_type in _FLOAT_OUTPUT_OPS:
+        return False  # a float-output integer kernel has no consumer that reads INT8 (checked above)
+    return _integer_op(producer) or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
 
 
 def _reads_integer(node: ir.Node, index: int) -> bool:
@@ -237,7 +229,37 @@ def _reads_integer(node: ir.Node, index: int) -> bool:
         return False
     if node.op_type in ("Conv", "Gemm", "MatMul"):
         return index == 0  # weights are quantized by QuantizeWeightsPass
-    return node.op_type in INTEGER_OPS or (node.op_type in _SAME_SCALE_OPS and index == 0)
+    return _integer_op(node) or (node.op_type in _SAME_SCALE_OPS and index == 0)
+
+
+def _integer_op(node: ir.Node) -> bool:
+    """One of ``INTEGER_OPS`` that is to run as an integer kernel.
+
+    Not swish (it stays float, see :func:`_is_float_swish`), and not an Add or Mul with a
+    constant operand (the classifier's bias): ORT has no QLinear form for a float constant.
+    """
+    if node.domain != "" or node.op_type not in INTEGER_OPS or _is_float_swish(node):
+        return False
+    return node.op_type not in ("Add", "Mul") or all(const_array(v) is None for v in node.inputs)
+
+
+def _is_float_swish(node: ir.Node) -> bool:
+    """The Sigmoid or Mul of swish ``x * Sigmoid(x)``, which stays float.
+
+    ORT fuses the float pair into one QuickGelu node; as QLinearSigmoid + QLinearMul it
+    costs two integer nodes plus a private Q for each (tiny: 52 nodes -> 48, and faster).
+    """
+    if node.domain != "":
+        return False
+    if node.op_type == "Sigmoid":
+        return any(_is_float_swish(user) for user in node.outputs[0].consumers())
+    if node.op_type != "Mul" or len(node.inputs) != 2:
+        return False
+    for x, gate in (node.inputs, node.inputs[::-1]):
+        producer = gate.producer()
+        if producer is not None and producer.op_type == "Sigmoid" and producer.domain == "" and producer.inputs[0] is x:
+            return True
+    return False
 
 
 def _same_scale_source(value: ir.Value) -> ir.Value | None:
@@ -251,31 +273,44 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     """value -> Q -> DQ for one reader; a fan-out gives each integer reader a pair of its own.
 
     ORT turns INT8 Q/DQ into the UINT8 its x86 kernels take only where a Q feeds exactly
-    one DQ, and it merges equal Q nodes and splits a DQ with two readers. So a tensor
-    read twice (swish's Sigmoid and Mul, a residual Add and the next Conv) fans out
-    after a float Reshape to its own shape, which ORT keeps: each integer reader then
-    gets a private Q -> DQ with its own (equal) scale and zero-point initializers.
+    one DQ, and it splits a DQ with two readers; and an integer kernel fuses only if its
+    output feeds one Q. So a tensor read twice (a residual Add and the next Conv, the SE
+    pool and Mul) gives each integer reader a private Q -> DQ from one float fan-out
+    node. Where the tensor comes from a float op (a Relu left float, see
+    :class:`passes.integer_ops.IntegerOpsPass`) or is the graph input, that op is the
+    fan-out node. After an integer kernel it is ``Max(x, lowest float32)`` behind the
+    kernel's own pair, the identity on every finite value: unlike the Reshape used
+    before, an elementwise op that ORT's layout optimizer moves its channels-last
+    Transposes through (tiny: 14 Transposes -> 2). ORT deletes ``Mul(x, 1)`` or
+    ``Add(x, 0)`` as no-ops, and ``Max(x, x)`` reads its DQ twice.
     """
     name = value.name
     uses = list(value.uses())
     was_output = value.is_graph_output()
-    readers = _qdq_pair(graph, value, scale, name)
-    if len(uses) + was_output > 1:
-        rank = len(value.shape) if value.shape is not None else None
-        if rank is None:
-            raise ValueError(f"cannot fan out {name!r} without a known rank")
-        shape = add_initializer(graph, f"{name}_shape", np.zeros(rank, np.int64))  # 0 keeps a dimension
-        fanout = _node(graph, "Reshape", [readers, shape], {}, f"{name}_fanout", ir.DataType.FLOAT)
-        fanout.outputs[0].shape = value.shape
-        graph.insert_after(readers.producer(), fanout)
-        readers = fanout.outputs[0]
-    for node, index in uses:
-        private = len(uses) + was_output > 1 and _reads_integer(node, index)
-        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if private else readers)
-    if was_output:  # the graph output keeps its name, now on the dequantized tensor
+    fans_out = len(uses) + was_output > 1
+    private = [fans_out and _reads_integer(node, index) for node, index in uses]  # before any rewiring
+    if fans_out and not _needs_own_pair(value):
+        readers = value
+    else:
+        readers = _qdq_pair(graph, value, scale, name)
+        if fans_out:
+            lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
+            fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
+            fanout.outputs[0].shape = value.shape
+            graph.insert_after(readers.producer(), fanout)
+            readers = fanout.outputs[0]
+    for (node, index), own_pair in zip(uses, private):
+        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if own_pair else readers)
+    if was_output and readers is not value:  # the graph output keeps its name, now on the dequantized tensor
         graph.outputs[graph.outputs.index(value)] = readers
         value.name = fresh_name(graph, f"{name}_float")
         readers.name = name
+
+
+def _needs_own_pair(value: ir.Value) -> bool:
+    """Whether ``value``'s producer runs on INT8 only if its output feeds one Q (integer and data-movement ops)."""
+    producer = value.producer()
+    return producer is not None and (_integer_op(producer) or producer.op_type in _SAME_SCALE_OPS)
 
 
 def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.Value:
@@ -284,8 +319,8 @@ def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.V
         add_initializer(graph, f"{name}_scale", np.array(scale, np.float32)),
         add_initializer(graph, f"{name}_zero_point", np.array(0, np.int8)),
     ]
-    quant = _node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
-    dequant = _node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
+    quant = one_output_node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
+    dequant = one_output_node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
     quant.outputs[0].shape = dequant.outputs[0].shape = value.shape
     producer = value.producer()
     if producer is not None:

@@ -1,4 +1,4 @@
-"""The Cost protocol: DESIGN's worked BOPs values, counts equal to the built network, the size bound,
+"""The Cost protocol: docs/design.md §12's worked BOPs values, counts equal to the built network, the size bound,
 LUT latency with precision checks, expected values, PruNet's latency term unchanged, budgets."""
 
 from __future__ import annotations

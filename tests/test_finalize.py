@@ -83,7 +83,7 @@ def test_finalize_writes_the_artefacts_and_a_complete_manifest(finalized: tuple[
     assert manifest["files"]["engine"] is None and manifest["engine"]["built"] is False
     stats = count_stats(build_model(arch), arch.input_shape)
     size = manifest["size"]
-    assert (size["parameters"], size["macs"], size["onnx_bytes"]) == (stats.params, stats.macs, len(onnx_bytes))
+    assert (size["parameters"], size["parameters_before_bn_folding"], size["macs"], size["onnx_bytes"]) == (38_520, stats.params, stats.macs, len(onnx_bytes))
     assert 0 < size["deflate_bytes"] < len(onnx_bytes) and size["entropy_bound_bytes"] == 4 * stats.params
     assert manifest["latency"]["lut"]["predicted_us"] == pytest.approx(predicted)
     assert manifest["latency"]["measured"]["median_us"] > 0

@@ -480,8 +480,8 @@ def test_bench_refuses_a_garbage_onnx_file(tmp_path: Path, capsys: pytest.Captur
 # ---- train: data and outputs ---------------------------------------------------------------------
 
 def test_train_refuses_an_image_folder_of_fifos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    arch_path = make_arch(load_space("tiny"), CHOICES, num_classes=2).save(tmp_path / "arch.json")
-    for name in ("a", "b"):
+    arch_path = make_arch(load_space("tiny"), CHOICES, num_classes=3).save(tmp_path / "arch.json")
+    for name in ("a", "b", "c"):  # one image each for train, val and test
         fifo(tmp_path / "data" / name / "0.png")
     refused(capsys, ["0.png", "not a regular file"], "train", arch_path, "--data", tmp_path / "data", "--epochs", "1",
             "--batch-size", "1", "--max-batches", "1", "--out", tmp_path / "out")

@@ -221,7 +221,7 @@ def test_validate_stores_report_and_plot(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize("argv, message", [
     (["build-lut", "--device", "tpu"], "unknown device 'tpu' -- fix: use one of: a10, a100"),
     (["build-lut", "--device", "cpu", "--shard", "3/2"], "--shard '3/2': need 0 <= i < N"),
-    (["build-lut", "--device", "cpu", "--runs", "0"], "argument --runs: expected an integer in [1, 1000000], got 0"),
+    (["build-lut", "--device", "cpu", "--runs", "0"], "argument --min-runs/--runs: expected an integer in [1, 1000000], got 0"),
     (["build-lut", "--device", "cpu", "--backend", "tvm"], "unknown backend 'tvm'"),
     (["lut", "show", "/nonexistent/t.json"], "/nonexistent/t.json: latency table not found"),
 ])

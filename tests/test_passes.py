@@ -163,6 +163,19 @@ def test_fold_bn(act: nn.Module, bias: bool, x: np.ndarray) -> None:
     np.testing.assert_allclose(_run(folded, x), _run(model, x), atol=1e-5)
 
 
+def test_fold_bn_of_the_graph_output_keeps_its_type(caplog: pytest.LogCaptureFixture) -> None:
+    """A block ending in Conv -> BN: the Conv output becomes the graph output with dtype and shape,
+    so serializing it logs no onnx_ir "value type ... is not known" warning (build-lut int8 did, per block)."""
+    model = ir.from_proto(_export(nn.Sequential(nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6))))
+    FoldBatchNormPass()(model)
+    (output,) = model.graph.outputs
+    assert output.dtype == ir.DataType.FLOAT and list(output.shape) == [1, 6, 8, 8]
+    with caplog.at_level("WARNING"):
+        proto = ir.to_proto(model)
+    assert "is not known" not in caplog.text
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
 def test_fold_bn_through_identity_parameters(x: np.ndarray) -> None:
     """Default BN statistics are equal tensors, which the legacy exporter shares via Identity."""
     model = _export(nn.Sequential(ConvBNAct(8, 8, nn.ReLU()), ConvBNAct(8, 8, nn.ReLU())))
@@ -410,9 +423,11 @@ def test_quantize_activations_calibrated(block: onnx.ModelProto, x: np.ndarray) 
     rng = np.random.default_rng(2)
     batches = [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(3)]
     ranges = calibrate_activation_ranges(model, batches)
-    # Every tensor an integer kernel reads or writes, nothing else: not HardSwish's output (it feeds the SE
-    # pool and Mul, so it is quantized), but the Linear's logits stay float.
-    assert INPUT_NAME in ranges and "/Add_output_0" in ranges and "/Sigmoid_output_0" in ranges
+    # Every tensor an integer kernel reads or writes, nothing else: HardSwish's output (it feeds the SE
+    # pool and Mul) is quantized, the SE gate's Sigmoid too; SiLU's Sigmoid stays float (swish runs as one
+    # float QuickGelu) and so do the Linear's logits.
+    assert INPUT_NAME in ranges and "/Add_output_0" in ranges and "/se/Sigmoid_output_0" in ranges
+    assert "/Sigmoid_output_0" not in ranges and "/Mul_output_0" in ranges  # SiLU: float inside, INT8 out
     assert _node(model, "/head/Gemm").output[0] not in ranges
     assert ranges[INPUT_NAME] == pytest.approx(max(np.abs(b).max() for b in batches))
 
@@ -421,8 +436,9 @@ def test_quantize_activations_calibrated(block: onnx.ModelProto, x: np.ndarray) 
     inits = _inits(quantized)
     assert apass.scales == pytest.approx({k: v / 127 for k, v in ranges.items()})
     consumers = Counter(i for n in quantized.graph.node for i in n.input)
+    swish = {"/Sigmoid", "/Mul"}  # SiLU: float between its input's DQ and its output's Q
     for node in quantized.graph.node:
-        if node.op_type in ("Conv", "Add", "Mul", "Sigmoid"):  # DQ on every data input, one Q on the output
+        if node.op_type in ("Conv", "Add", "Mul", "Sigmoid") and node.name not in swish:  # DQ in, one Q out
             assert {_producer(quantized, i).op_type for i in node.input[:2]} == {"DequantizeLinear"}
             assert consumers[node.output[0]] == 1
             assert next(n for n in quantized.graph.node if node.output[0] in n.input).op_type == "QuantizeLinear"
@@ -536,11 +552,13 @@ def test_default_pipeline_quantized_and_half(precision: str, block: onnx.ModelPr
     kwargs = {"calibration_batches": [x]} if precision == "int8" else {"weight_bits": {"/pw/Conv": 4}}
     final = run_passes(block, default_pipeline(precision, **kwargs))
     ops = _ops(final)
-    # int8: 16 quantized tensors, 3 of them read twice (the input by pw and the residual Add, pw's output by
-    # SiLU's Sigmoid and Mul, HardSwish's by the SE pool and Mul): 1 + 2 private pairs each -> 22 Q; and 6 weights.
-    assert ops["QuantizeLinear"] == (22 if precision == "int8" else 0)
-    assert ops["DequantizeLinear"] == (22 + 6 if precision == "int8" else 1)
-    assert ops["Reshape"] == (3 if precision == "int8" else 0)  # the fan-out points
+    # int8: 15 quantized tensors (SiLU's Sigmoid stays float), one Q each, except two read twice by integer
+    # kernels from no integer kernel (the input: pw and the residual Add; HardSwish's output: SE pool and Mul),
+    # whose readers get a private Q each -> 17 Q; pw's output feeds SiLU's float Sigmoid and Mul through one
+    # pair and a Max (the fan-out after an integer kernel). 6 weight DQs.
+    assert ops["QuantizeLinear"] == (17 if precision == "int8" else 0)
+    assert ops["DequantizeLinear"] == (17 + 6 if precision == "int8" else 1)
+    assert ops["Max"] == (1 if precision == "int8" else 0)  # the fan-out after pw's integer kernel
     used = {name for node in final.graph.node for name in node.input}
     assert set(_inits(final)) <= used
     y = _run(block, x)
@@ -574,7 +592,7 @@ def test_default_pipeline_user_errors() -> None:
         default_pipeline("bf16")
 
 
-# --- one INT8 grid per tensor (DESIGN 7 Deploy, 8) -----------------------------------
+# --- one INT8 grid per tensor (docs/design.md §7 Deploy, §8) -----------------------------------
 
 
 def test_quantize_weight_takes_the_trained_range_as_the_grid() -> None:
@@ -606,3 +624,26 @@ def test_low_bit_layer_after_bn_fold_keeps_its_integer_budget(bits: int, x: np.n
     q, scale, zero_point = (_inits(quantized)[i] for i in _dq_of(quantized, "/0/Conv").input)
     assert len(np.unique(q[q != 0])) <= 2**bits and np.abs(q).max() <= max(1, 2 ** (bits - 1) - 1)
     assert not q[0, :4].any() and not q[4].any() and (scale > 0).all() and not zero_point.any()
+
+
+def test_bn_folds_into_the_dequantize_scale_and_keeps_the_integers(x: np.ndarray) -> None:
+    """Quantize first, then fold: integers unchanged (negated where gamma < 0), scale x |gamma / sigma|,
+    and a masked channel (zero integers, BN mapping 0 to 0) is then dropped through its INT8 weights."""
+    net = _randomize_bn(InvertedResidual())
+    net.bn1.weight.data[:4] = -net.bn1.weight.data[:4].abs()
+    _zero_channels(net.pw, net.bn1, [6])
+    _zero_channels(net.dw, net.bn2, [6])
+    model = _export(net)
+    quantized = _apply(model, QuantizeWeightsPass(4), cleanup_passes())
+    q_before, s_before, _ = (_inits(quantized)[i] for i in _dq_of(quantized, "/pw/Conv").input)
+    prune = DropZeroChannelsPass()
+    final = _apply(quantized, FoldBatchNormPass(), cleanup_passes(), prune, cleanup_passes())
+
+    q_after, s_after, zero_point = (_inits(final)[i] for i in _dq_of(final, "/pw/Conv").input)
+    gamma = net.bn1.weight.detach().numpy() / np.sqrt(net.bn1.running_var.numpy() + net.bn1.eps)
+    keep = np.delete(np.arange(16), 6)
+    assert prune.dropped["/pw/Conv"] == [6] and q_after.shape == (15, 8, 1, 1)
+    np.testing.assert_array_equal(q_after, (q_before * np.sign(gamma).reshape(-1, 1, 1, 1).astype(np.int8))[keep])
+    np.testing.assert_allclose(s_after, (s_before * np.abs(gamma))[keep], rtol=1e-6)
+    assert (s_after > 0).all() and not zero_point.any() and (q_after[:4] == -q_before[:4]).all()
+    np.testing.assert_allclose(_run(final, x), _run(quantized, x), rtol=1e-5, atol=1e-5)

@@ -29,16 +29,36 @@ def _arch(tmp_path: Path, num_classes: int = 10) -> Path:
 def test_train_reports_accuracy_and_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = _arch(tmp_path)
     assert main(["train", str(path), "--data", "digits", "--epochs", "2", "--max-batches", "6"]) == 0
-    result = json.loads((tmp_path / "train" / "result.json").read_text())
-    history = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    run = tmp_path / "train" / "seed0"
+    result = json.loads((run / "result.json").read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"] < 2.5
-    assert f"{result['val_accuracy']:.4f}" in capsys.readouterr().out
-    ckpt = torch.load(tmp_path / "train" / "weights.pt", weights_only=True)
+    out = capsys.readouterr().out
+    assert f"val accuracy {result['val_accuracy']:.4f}, test accuracy {result['test_accuracy']:.4f}" in out
+    assert result["split"] == {"train": 1259, "val": 179, "test": 359}
+    ckpt = torch.load(run / "weights.pt", weights_only=True)
     arch = load_arch(path)
     model = build_model(arch)
     model.load_state_dict(ckpt["state_dict"])
     data = load_data("digits", arch.resolution)
     assert evaluate(model, data.val, torch.device("cpu")) == pytest.approx(result["val_accuracy"])
+    assert evaluate(model, data.test, torch.device("cpu")) == pytest.approx(result["test_accuracy"])
+
+
+def test_train_never_overwrites_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _arch(tmp_path)
+    flags = ["--data", "synthetic", "--epochs", "1", "--max-batches", "2", "--batch-size", "16"]
+    assert main(["train", str(path), *flags]) == 0
+    assert main(["train", str(path), *flags, "--seed", "1"]) == 0  # a second seed sits beside the first
+    first = (tmp_path / "train" / "seed0" / "result.json").read_bytes()
+    assert json.loads((tmp_path / "train" / "seed1" / "result.json").read_text())["seed"] == 1
+    capsys.readouterr()
+    assert main(["train", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'train' / 'seed0'}: holds a finished training run (result.json); it is not overwritten" in err
+    assert main(["train", str(path), *flags, "--seed", "5", "--out", str(tmp_path / "train" / "seed0")]) == 2
+    assert (tmp_path / "train" / "seed0" / "result.json").read_bytes() == first
 
 
 def test_train_is_seeded(tmp_path: Path) -> None:

@@ -12,6 +12,10 @@ from typing import Any
 BLOCK_TYPES = ("conv", "ds", "fused_irb", "irb", "skip")
 IRB_TYPES = ("ds", "fused_irb", "irb")  # blocks with a hidden (expanded) width
 ACTIVATIONS = ("relu", "relu6", "swish")
+# Padding of a block's kxk (spatial) conv: "same" pads k // 2 on each side (out = ceil(in / stride));
+# "valid" pads nothing (out = (in - k) // stride + 1), as NVIDIA's GPUNet builder gives its stride-2 Fused-IRBs.
+PADDINGS = ("same", "valid")
+BN_EPS = 1e-5  # PyTorch's default; NVIDIA's GPUNet uses 1e-3 (arch.json "bn_eps")
 # The searched convs of each block type, in forward order, by their attribute names in onnxnas.blocks
 # (SE convs and the classifier are not among them): the keys of ``filter_groups``.
 CONV_NAMES = {"conv": ("conv",), "ds": ("conv_dw", "conv_pwl"), "fused_irb": ("conv_exp", "conv_pwl"),
@@ -45,10 +49,17 @@ class ConvShape:
     kernel_size: int = 1
     stride: int = 1
     groups: int = 1
+    padding: str = "same"
 
     @property
     def weights(self) -> int:
         return self.out_chs * (self.in_chs // self.groups) * self.kernel_size ** 2
+
+    def out_hw(self, in_hw: int) -> int:
+        """Spatial output size for an ``in_hw`` x ``in_hw`` input (odd kernels)."""
+        if self.padding == "valid":
+            return (in_hw - self.kernel_size) // self.stride + 1
+        return -(-in_hw // self.stride)
 
 
 def _groups_dict(groups: FilterGroups) -> dict[str, list[dict[str, int]]]:
@@ -61,6 +72,7 @@ class BlockSpec:
 
     ``hidden_chs`` is the concrete expanded width of an (fused) IRB. The compression
     fields are per-layer decisions of compression-aware searches; defaults are dense fp32.
+    ``padding`` applies to the block's kxk conv (see ``PADDINGS``).
     """
 
     type: str
@@ -75,6 +87,7 @@ class BlockSpec:
     nonzero_fraction: float = 1.0
     width_fraction: float = 1.0
     filter_groups: FilterGroups = ()
+    padding: str = "same"
 
     @property
     def has_residual(self) -> bool:
@@ -92,15 +105,16 @@ class BlockSpec:
 
     def convs(self) -> tuple[ConvShape, ...]:
         """The searched convs in forward order (named as in CONV_NAMES); SE convs are :meth:`se_convs`."""
-        k, s, h = self.kernel_size, self.stride, self.hidden_chs
+        k, s, h, pad = self.kernel_size, self.stride, self.hidden_chs, self.padding
         if self.type == "conv":
-            return (ConvShape("conv", self.in_chs, self.out_chs, k, s),)
+            return (ConvShape("conv", self.in_chs, self.out_chs, k, s, padding=pad),)
         if self.type == "irb":
-            expand: tuple[ConvShape, ...] = (ConvShape("conv_pw", self.in_chs, h), ConvShape("conv_dw", h, h, k, s, groups=h))
+            expand: tuple[ConvShape, ...] = (ConvShape("conv_pw", self.in_chs, h),
+                                             ConvShape("conv_dw", h, h, k, s, groups=h, padding=pad))
         elif self.type == "fused_irb":
-            expand = (ConvShape("conv_exp", self.in_chs, h, k, s),)
+            expand = (ConvShape("conv_exp", self.in_chs, h, k, s, padding=pad),)
         elif self.type == "ds":
-            expand = (ConvShape("conv_dw", self.in_chs, self.in_chs, k, s, groups=self.in_chs),)
+            expand = (ConvShape("conv_dw", self.in_chs, self.in_chs, k, s, groups=self.in_chs, padding=pad),)
         else:
             return ()
         return (*expand, ConvShape("conv_pwl", expand[-1].out_chs, self.out_chs))
@@ -117,8 +131,10 @@ class BlockSpec:
         return dict(self.filter_groups).get(conv, ())
 
     def out_hw(self, in_hw: int) -> int:
-        """Spatial size after this block (padding keeps 'same', stride divides, rounding up)."""
-        return (in_hw + self.stride - 1) // self.stride
+        """Spatial size after this block: that of its one kxk conv, which has the block's kernel, stride and padding."""
+        if self.type == "skip":
+            return in_hw
+        return ConvShape(self.type, self.in_chs, self.out_chs, self.kernel_size, self.stride, padding=self.padding).out_hw(in_hw)
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that mean something for this block type, defaults omitted."""
@@ -128,7 +144,7 @@ class BlockSpec:
         data.update(kernel_size=self.kernel_size, act=self.act)
         if self.type in IRB_TYPES:
             data.update(hidden_chs=self.hidden_chs, se=self.se)
-        for name in ("weight_bits", "nonzero_fraction", "width_fraction"):
+        for name in ("padding", "weight_bits", "nonzero_fraction", "width_fraction"):
             value = getattr(self, name)
             if value != getattr(BlockSpec, name):
                 data[name] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +109,14 @@ def _summary(out: Path, manifest: dict[str, Any]) -> None:
     files = [f["path"] if isinstance(f, dict) else f for f in manifest["files"].values() if f]
     print(f"wrote {out}/: {', '.join(files)}, manifest.json")
     print(f"weights: {manifest['weights']}; precision {manifest['precision']}; arch {manifest['arch']['hash']}")
-    print(f"size: {size['parameters']:,} parameters, {size['macs']:,} MACs, ONNX {size['onnx_bytes']:,} bytes "
+    print(f"size: {size['parameters']:,} parameters in model.onnx (BN folded; {size['parameters_before_bn_folding']:,} "
+          f"in PyTorch), {size['macs']:,} MACs, ONNX {size['onnx_bytes']:,} bytes "
           f"(deflate {size['deflate_bytes']:,}, entropy bound {size['entropy_bound_bytes']:,})")
     for c in manifest["verification"]["comparisons"]:
         for name, o in c["outputs"].items():
             print(f"verified {c['candidate']} vs {c['reference']} [{name}]: max abs {o['max_abs']:.3g} "
                   f"<= {o['atol']:.3g} (tolerance {manifest['verification']['tolerance']:g} x peak {o['peak']:.3g})")
+    print(f"check with Polygraphy: (cd {shlex.quote(str(out))} && {manifest['verify_command']})")
     measured, lut = latency["measured"], latency["lut"]
     predicted = f"{lut['predicted_us']:.1f} us (LUT {lut['lut']})" if lut["predicted_us"] else f"n/a ({lut['note']})"
     if measured:

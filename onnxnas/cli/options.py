@@ -108,8 +108,10 @@ def add_timing_options(parser: argparse.ArgumentParser, *, device_default: str |
                        help=f"CPU threads for onnxruntime, 1 to this machine's {usable_cpus()} (default: %(default)s)")
     group.add_argument("--warmup", type=bounded_int(0, MAX_RUNS), default=20,
                        help="warm-up runs per block (default: %(default)s)")
-    group.add_argument("--runs", type=bounded_int(1, MAX_RUNS), default=200,
-                       help="timed runs per block (default: %(default)s)")
+    group.add_argument("--min-runs", "--runs", dest="runs", type=bounded_int(1, MAX_RUNS), default=200,
+                       help="timed runs per block, at least: timing goes on until 0.05 s of samples are kept (in "
+                            "batches of 8 under the CPU canary gate), so a fast block runs more often than this; "
+                            "--runs is the old name (default: %(default)s)")
 
 
 def timing_protocol(args: argparse.Namespace) -> TimingProtocol:

@@ -1,4 +1,4 @@
-"""``compressed.bin``: the real coded size of a model's INT8 weights (DESIGN.md section 7, "Real size").
+"""``compressed.bin``: the real coded size of a model's INT8 weights (docs/design.md §7, "Real size").
 
 Layout (little-endian), then a crc32 of everything before it::
 

@@ -1,4 +1,4 @@
-"""Per-filter-group weight quantization for the filter-level method (DESIGN.md section 12).
+"""Per-filter-group weight quantization for the filter-level method (docs/design.md §12).
 
 A conv's output channels split into contiguous groups, one per op in ``--ops`` order. The
 weights are shared across ops; each (conv, op) has its own learned range, held by one

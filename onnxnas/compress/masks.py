@@ -1,4 +1,4 @@
-"""Sparsity and width masks, and their schedules (DESIGN.md section 7, UDC Alg. 2).
+"""Sparsity and width masks, and their schedules (docs/design.md §7, UDC Alg. 2).
 
 Masks are float 0/1 tensors so that ``theta * mask`` is differentiable in theta where kept.
 """

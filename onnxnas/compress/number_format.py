@@ -1,4 +1,4 @@
-"""UDC's number format for sparse quantized tensors (DESIGN.md section 7, paper section 5).
+"""UDC's number format for sparse quantized tensors (docs/design.md §7, paper section 5).
 
 Pruning removes every |theta| <= beta, so the kept weights start at beta: shifting them by
 beta towards zero before quantizing spends the grid on the range the kept weights occupy.

@@ -1,4 +1,4 @@
-"""Quant-noise (Fan et al.), used by the finetune's first stage (DESIGN.md section 7).
+"""Quant-noise (Fan et al.), used by the finetune's first stage (docs/design.md §7).
 
 Quantizing only a random fraction alpha of the elements per step lets the rest pass
 unbiased gradients while the network gets used to the grid.

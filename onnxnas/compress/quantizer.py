@@ -1,4 +1,4 @@
-"""The weight quantizer Q(theta, b, r) of DESIGN.md section 7 and its learned ranges.
+"""The weight quantizer Q(theta, b, r) of docs/design.md §7 and its learned ranges.
 
 Gradients pass straight through ``round`` (STE); the range r gets the gradient of the
 formula through ``clip`` and the step ``d``, which is LSQ's gradient written for r

@@ -1,4 +1,4 @@
-"""The compressed-size bound of DESIGN.md section 7: ``bits = (s b + H(s)) N`` per tensor or layer.
+"""The compressed-size bound of docs/design.md §7: ``bits = (s b + H(s)) N`` per tensor or layer.
 
 The formula's primitives; :mod:`onnxnas.cost` applies them to whole archs (``SizeCost``,
 ``size_report``): N counts the conv/linear weight elements of a layer at its widths, SE

@@ -19,6 +19,7 @@ import torch
 from onnxnas.arch import Arch
 from onnxnas.blocks import build_block, build_model
 from onnxnas.blocks.spec import BlockSpec
+from onnxnas.deploy.grids import BITS_FIELD, RANGES_FIELD
 from onnxnas.errors import OnnxNasError
 from onnxnas.schema import MAX_CHANNELS, MAX_LAYERS
 from onnxnas.search.checkpoint import PICKLE_FIX, check_tensors, load_torch
@@ -36,6 +37,8 @@ class Checkpoint:
     hidden_index: dict[int, list[int]]
     arch_hash: str | None
     source: str
+    # Trained quantizer fields, raw; parsed and checked against the network by onnxnas.deploy.grids.weight_grids.
+    quantizers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -52,10 +55,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if arch_hash is not None and not isinstance(arch_hash, str):
             raise OnnxNasError(f"arch_hash must be a string, got {type(arch_hash).__name__}", where=source)
         return Checkpoint(check_tensors(data.get("state_dict"), source), _hidden_index(data.get("hidden_index"), source),
-                          arch_hash, source)
+                          arch_hash, source, _quantizers(data))
     if isinstance(data.get("state_dict"), Mapping):  # torch.save({'state_dict': model.state_dict(), 'epoch': ...})
-        return Checkpoint(check_tensors(data["state_dict"], source), {}, None, source)
+        return Checkpoint(check_tensors(data["state_dict"], source), {}, None, source, _quantizers(data))
     return Checkpoint(check_tensors(data, source), {}, None, source)
+
+
+def _quantizers(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional trained grids (checked against the model in :mod:`onnxnas.deploy.grids`)."""
+    return {field: data[field] for field in (RANGES_FIELD, BITS_FIELD) if field in data}
 
 
 def _hidden_index(raw: Any, source: str) -> dict[int, list[int]]:

@@ -3,7 +3,7 @@
 The INT8 weights are found by the one rule every Q/DQ layout keeps: an INT8 initializer
 feeding input 0 of a DequantizeLinear. Each tensor's bits come from its integers' range
 (the smallest b whose grid holds max|v|), so a 4-bit layer codes at 4 bits however the
-graph names it (DESIGN.md sections 7 and 8).
+graph names it (docs/design.md §7 and §8).
 """
 
 from __future__ import annotations

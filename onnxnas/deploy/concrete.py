@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from torch import nn
 from onnxnas.arch import Arch
 from onnxnas.blocks import Network, build_model
 from onnxnas.deploy.checkpoint import Checkpoint, fit_state_dict
+from onnxnas.deploy.grids import WeightGrid, grid_for
 from onnxnas.deploy.sparsity import SPARSITY_PATTERNS, prune_2to4_, prune_layers_
 from onnxnas.errors import OnnxNasError, choice_error
 from passes import quantize_weight
@@ -81,18 +82,22 @@ def bits_for(name: str, bits: dict[str, int]) -> int:
 
 
 @torch.no_grad()
-def quantized_reference(module: nn.Module, bits: dict[str, int]) -> nn.Module:
-    """A copy whose conv/linear weights sit on the same per-output-channel grid the QDQ pass uses.
+def quantized_reference(module: nn.Module, bits: dict[str, int],
+                        grids: Mapping[str, WeightGrid] | None = None) -> nn.Module:
+    """A copy whose conv/linear weights sit on the grids the QDQ pass uses: PyTorch's fake-quantized model.
 
-    Per-output-channel symmetric quantization commutes with BN's per-channel scale, so
-    quantizing before folding gives the weights the deployed graph computes with; what
-    remains between reference and artefact is runtime precision (fp16, INT8 activations).
+    The graph quantizes the same weights before BN folds into the per-channel scales, so
+    its integers are these; what remains between reference and artefact is fp32 rounding
+    of the folded scales and runtime precision (fp16, INT8 activations). ``grids`` holds
+    trained ranges and bits (:mod:`onnxnas.deploy.grids`); other weights use max|w|.
     """
     reference = copy.deepcopy(module)
     for name, m in reference.named_modules():
-        b = bits_for(name + ".", bits)
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and b < FLOAT_BITS:
-            q, scale = quantize_weight(m.weight.numpy(), b, axis=0)
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        b, r = grid_for(f"{name}.weight", grids, bits_for(name + ".", bits))
+        if np.min(b) < FLOAT_BITS:
+            q, scale = quantize_weight(m.weight.numpy(), b, axis=0, absmax=r)
             shape = (-1,) + (1,) * (m.weight.dim() - 1)
             m.weight.copy_(torch.from_numpy(q).float() * torch.from_numpy(scale).view(shape))
     return reference

@@ -2,13 +2,13 @@
 
 Export keeps BatchNormalization (``fold_constants=False``) so that the BN fold is a
 graph pass and quantization scales come from the folded weights. Per-layer weight
-bitwidths reach the QDQ pass as a map keyed by Conv/Gemm node name, found through
-each node's weight initializer, whose name is the PyTorch parameter name.
+bitwidths and trained ranges reach the QDQ pass as maps keyed by Conv/Gemm node name,
+found through each node's weight initializer, whose name is the PyTorch parameter name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,17 @@ from torch import nn
 
 import passes
 from onnxnas.deploy.concrete import bits_for
+from onnxnas.deploy.grids import WeightGrid, grid_for
 from onnxnas.export import export_bytes
 
 
 def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: str, bits: dict[str, int],
-                    calibration: Sequence[np.ndarray] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Export ``module`` and run fold-BN -> cleanup -> drop zero channels -> QDQ -> fp16 -> check.
+                    calibration: Sequence[np.ndarray] | None = None,
+                    grids: Mapping[str, WeightGrid] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Export ``module`` and run weight QDQ -> fold BN -> drop zero channels -> activation QDQ -> fp16 -> check.
+
+    ``grids`` (parameter name -> trained range and bits, :mod:`onnxnas.deploy.grids`) put
+    those weights on their trained grids instead of max|w|; BN then folds into the scales.
 
     Works on any module with one input, a whole network or a single block: ``bits`` maps
     parameter-name prefixes to weight bits (``{"": 8}`` puts every weight of a block on 8
@@ -32,13 +37,15 @@ def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: 
     ``deployable_onnx(block, (1, C, H, W), "int8", {"": 8}, [np.random.randn(1, C, H, W).astype("f4")])``.
     """
     exported = onnx.load_from_string(export_bytes(module, input_shape, "fp32", fold_constants=False))
-    pipeline = passes.default_pipeline(precision, weight_bits=node_weight_bits(exported, bits),
+    node_grids = {node: grid_for(param, grids, bits_for(param, bits)) for node, param in weight_params(exported).items()}
+    pipeline = passes.default_pipeline(precision, weight_bits={node: b for node, (b, _) in node_grids.items()},
+                                       weight_ranges={node: r for node, (_, r) in node_grids.items() if r is not None},
                                        calibration_batches=calibration)
     return passes.run_passes(exported, pipeline), _pass_report(pipeline)
 
 
-def node_weight_bits(model: onnx.ModelProto, bits: dict[str, int]) -> dict[str, int]:
-    """Conv/Gemm node name -> weight bitwidth, from the parameter name behind its weight input."""
+def weight_params(model: onnx.ModelProto) -> dict[str, str]:
+    """Conv/Gemm node name -> the parameter name behind its weight input (the exporter names initializers so)."""
     producers = {out: node for node in model.graph.node for out in node.output}
     result = {}
     for node in model.graph.node:
@@ -46,7 +53,7 @@ def node_weight_bits(model: onnx.ModelProto, bits: dict[str, int]) -> dict[str, 
             name = node.input[1]
             while name in producers and producers[name].op_type == "Identity":  # shared initializers
                 name = producers[name].input[0]
-            result[node.name] = bits_for(name, bits)
+            result[node.name] = name
     return result
 
 

@@ -24,6 +24,7 @@ from onnxnas import __version__
 from onnxnas.compress.size import bound_bits
 from onnxnas.deploy.artefacts import MANIFEST_FILE
 from onnxnas.deploy.concrete import FLOAT_BITS, bits_for
+from onnxnas.deploy.onnx_counts import onnx_counts
 from onnxnas.fileio import atomic_write_json, file_sha256, read_json
 from onnxnas.schema import Fields
 from onnxnas.timing.base import PRECISIONS
@@ -57,7 +58,11 @@ def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
 
 def size_report(module: nn.Module, bits: dict[str, int], precision: str, params: int, macs: int,
                 onnx_path: Path, compressed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parameters and MACs, bytes on disk, a deflate size, and the size bound of DESIGN section 7.
+    """Parameters and MACs, bytes on disk, a deflate size, and the size bound of docs/design.md §7.
+
+    ``parameters`` is what model.onnx holds (BN folded into the convs, counted from the graph
+    by :func:`onnxnas.deploy.onnx_counts.onnx_counts`); ``parameters_before_bn_folding`` is the
+    PyTorch count ``params`` (BN gamma/beta included), which tiny exceeds by 760 and GPUNet-1 by 29,424.
 
     The bound (:func:`onnxnas.compress.size.bound_bits`) is taken per conv/linear weight
     tensor at its deployed bitwidth and its real non-zero fraction; other parameters count
@@ -75,7 +80,8 @@ def size_report(module: nn.Module, bits: dict[str, int], precision: str, params:
         else:
             total_bits += float_bits * tensor.numel()
     data = onnx_path.read_bytes()
-    return {"parameters": params, "macs": macs, "onnx_bytes": len(data),
+    deployed = onnx_counts(onnx.load_model_from_string(data), str(onnx_path)).params
+    return {"parameters": deployed, "parameters_before_bn_folding": params, "macs": macs, "onnx_bytes": len(data),
             "deflate_bytes": len(zlib.compress(data, 6)), "entropy_bound_bytes": int(math.ceil(total_bits / 8)),
             "compressed": compressed}
 

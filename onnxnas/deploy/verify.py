@@ -9,13 +9,16 @@ runtime adds: float rounding, fp16, INT8 activations.
 
 The inputs and the PyTorch outputs are saved as Polygraphy JSON next to the artefacts,
 so ``onnxnas verify DIR`` (or ``polygraphy run --load-inputs/--load-outputs``) can rerun
-the checks on shipped files without the checkpoint.
+the checks on shipped files without the checkpoint. Polygraphy's own default tolerance
+(1e-5, relative and absolute) fails every INT8 model, so :func:`polygraphy_command` writes
+the command with the absolute tolerances this verification used, and it passes as written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -104,8 +107,16 @@ class VerificationReport:
     def first_failure(self) -> tuple[Comparison, str, OutputCheck] | None:
         return next(((c, name, o) for c in self.comparisons for name, o in c.outputs.items() if not o.passed), None)
 
+    def polygraphy_tolerances(self) -> dict[str, Any]:
+        """What ``polygraphy run`` needs to repeat the ONNX Runtime check: absolute atol per output
+        (tolerance x the reference's peak, rounded up), rtol 0, and the max-error statistic."""
+        ort = self.comparisons[0]  # the saved reference against ONNX Runtime, always first in the chain
+        return {"atol": {name: _round_up(o.atol) for name, o in ort.outputs.items()}, "rtol": 0.0,
+                "check_error_stat": "max", "reference": ort.reference, "candidate": ort.candidate}
+
     def to_dict(self) -> dict[str, Any]:
         return {"rule": RULE, "precision": self.precision, "tolerance": self.tolerance, "inputs": self.inputs,
+                "polygraphy": self.polygraphy_tolerances(),
                 "comparisons": [{"reference": c.reference, "candidate": c.candidate,
                                  "outputs": {n: {**dataclasses.asdict(o), "passed": o.passed} for n, o in c.outputs.items()}}
                                 for c in self.comparisons]}
@@ -119,6 +130,28 @@ class VerificationReport:
                                f"max abs diff {o.max_abs:.3g} > {o.atol:.3g} ({self.precision} tolerance "
                                f"{self.tolerance:g} x peak {o.peak:.3g})",
                                fix="inspect the artefacts with 'polygraphy run'; nothing was written to --out")
+
+
+def polygraphy_command(report: VerificationReport, folder: str = "") -> str:
+    """``polygraphy run`` of the shipped ONNX model against the saved PyTorch outputs, with the tolerances
+    this verification used; file names are relative to ``folder`` ("" for the folder itself)."""
+    tol = report.polygraphy_tolerances()
+
+    def path(name: str) -> str:
+        return shlex.quote(f"{folder.rstrip('/')}/{name}" if folder else name)
+
+    atol = " ".join(shlex.quote(f"{name}:{value:g}") for name, value in tol["atol"].items())
+    return (f"polygraphy run {path(ONNX_FILE)} --onnxrt --load-inputs {path(INPUTS_FILE)} --load-outputs "
+            f"{path(OUTPUTS_FILE)} --atol {atol} --rtol 0 --check-error-stat max")
+
+
+def _round_up(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits, never below it (a printed atol must not be tighter)."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    rounded = float(f"{math.ceil(value / step) * step:.{digits}g}")
+    return rounded if rounded >= value else float(f"{rounded + step:.{digits}g}")
 
 
 def run_runners(runners: Sequence[BaseRunner], inputs: Sequence[Feed]) -> RunResults:

@@ -25,18 +25,24 @@ class KeyedBlock:
 
 
 def block_key(spec: BlockSpec, in_hw: int, precision: str, batch: int = 1) -> str:
-    """e.g. ``irb:1x24x72x72:o64:k3:s2:h96:se1:swish:res0:fp32``; int8 keys end in ``:w8``.
+    """e.g. ``irb:1x24x72x72:o64:k3:s2:h96:se1:swish:res0:fp32``; int8 keys end in ``:w8``, and a
+    block whose kxk conv is not 'same'-padded says so after its stride (``...:s2:pvalid:h96:...``).
 
     A key names what the deployed block computes with, not the arch's compression
     fields: every weight of 1..8 bits deploys as an INT8 tensor and unstructured zeros
-    stay in it, so a 4-bit, 50%-sparse layer runs at its 8-bit dense key (DESIGN 13).
+    stay in it, so a 4-bit, 50%-sparse layer runs at its 8-bit dense key (docs/design.md §4).
     """
     if spec.type == "skip":
         raise ValueError("skip layers have no latency entry (they are removed from the graph)")
     parts = [spec.type, f"{batch}x{spec.in_chs}x{in_hw}x{in_hw}", f"o{spec.out_chs}", f"k{spec.kernel_size}",
-             f"s{spec.stride}", f"h{spec.hidden_chs}", f"se{int(spec.se)}", spec.act, f"res{int(spec.has_residual)}",
+             f"s{spec.stride}", *_padding(spec), f"h{spec.hidden_chs}", f"se{int(spec.se)}", spec.act, f"res{int(spec.has_residual)}",
              precision, *_container(precision)]
     return ":".join(parts)
+
+
+def _padding(spec: BlockSpec) -> list[str]:
+    """'same' padding is the default and adds nothing, so every existing key stays as it was."""
+    return [] if spec.padding == "same" else [f"p{spec.padding}"]
 
 
 def _container(precision: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""PruNet search hyperparameters (DESIGN.md section 6 defaults), validated with the flag named."""
+"""PruNet search hyperparameters (docs/design.md §6 defaults), validated with the flag named."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 One block at the position's largest hidden width runs along two paths, "small" and
 "large", that share all weights and differ only in a prefix mask over the hidden
 channels. A scalar architecture weight mixes them; after each architecture step the
-masks move towards the preferred width (DESIGN.md section 6) until they are adjacent.
+masks move towards the preferred width (docs/design.md §6) until they are adjacent.
 """
 
 from __future__ import annotations

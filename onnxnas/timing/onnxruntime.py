@@ -109,6 +109,11 @@ def pinned_cpus(count: int) -> Iterator[None]:
 def time_calls(call: Callable[[], object], protocol: TimingProtocol, canary: Canary | None = None) -> Measurement:
     """Warm up, then time single blocking calls until ``runs`` samples and ``min_time_s`` are kept.
 
+    ``runs`` is a minimum (the CLI calls it ``--min-runs``): a 60 us model needs ~830 calls to
+    fill 0.05 s, and a median of fewer samples of a block that short moves with timer and
+    cache noise. So ``--min-runs 20`` of a 500 us model keeps 96 samples (0.05 s in batches of
+    8), and the count is always reported. At most ``runs x MAX_RUNS_FACTOR`` samples are kept.
+
     With a ``canary``, samples come in batches of ``GATE_EVERY`` and a batch is kept only if
     the canary timed right after it ran at full speed (slow spells last far longer than a
     batch). Should the machine stay slow for ``MAX_GATED_WAIT_S``, every sample counts: the

@@ -23,7 +23,7 @@ _DEFAULTS = PrunetConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("prunet (DESIGN.md section 6)")
+    group = parser.add_argument_group("prunet (docs/design.md §6)")
     group.add_argument("--alpha", type=float_list(0, 100), default=[_DEFAULTS.alpha],
                        help="latency weight, or a comma list to sweep; larger is faster (default: %(default)s)")
     group.add_argument("--lambda", dest="lam", type=float_list(0, 10, low_open=True), default=[_DEFAULTS.lam],
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ctx = init_distributed(device)
     try:
-        data = load_data(args.data, space.resolution, space.in_chs, seed=cfg.seed)
+        data = load_data(args.data, space.resolution, space.in_chs)
         job = SearchJob(space, table, Path(args.lut), data, ctx, device, Path(args.out), cfg)
         with output_lock(job.ctx, job.out):
             results = run_sweep(job, variants(alphas, lambdas), args.resume)
