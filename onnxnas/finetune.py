@@ -1,4 +1,4 @@
-"""UDC's three-stage finetune of a found arch (DESIGN.md section 7, paper section 5).
+"""UDC's three-stage finetune of a found arch (docs/design.md §7, paper section 5).
 
 Starting from the search's theta, over ``epochs`` split 50/30/20%:
 1. quantization on, with quant-noise (each element quantized with probability alpha), pruning off;
@@ -7,7 +7,10 @@ Starting from the search's theta, over ``epochs`` split 50/30/20%:
 3. both on, with UDC's number format Q^ (beta = the largest pruned |theta|, recomputed at each mask
    refresh) and the learning rate annealed to 0.
 Each compressed weight tensor has one learned range (its layer's bits), MSE-initialized from theta.
-The weights written are the fake-quantized, masked tensors themselves, in finalize's checkpoint format.
+The weights written deploy exactly: each compressed tensor as ``Q(theta, b, r) * m`` on its trained
+grid, saved with its range (``quant_ranges``), so finalize's integers are the grid's. Q^'s shifted
+values (``d k +- beta``) lie on no b-bit integer grid, so the export drops the shift: Q^ shapes
+training, the plain grid is what ships, and the accuracy reported is the shipped weights'.
 """
 
 from __future__ import annotations
@@ -115,12 +118,13 @@ class CompressedNetwork(nn.Module):
 
     @torch.no_grad()
     def deployed_state_dict(self) -> dict[str, torch.Tensor]:
-        """build_model(arch)'s state with every compressed weight replaced by its final fake-quantized, masked value."""
-        was = self.training
-        self.eval()
+        """build_model(arch)'s state with every compressed weight on its trained b-bit grid, masked."""
+        params = dict(self.model.named_parameters())
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        state.update({k: v.detach().clone() for k, v in self.weights().items()})
-        self.train(was)
+        for name, t in self.tensors.items():
+            theta = params[name].detach()
+            mask = t.mask if t.mask is not None else torch.ones_like(theta)
+            state[name] = (t.ranges.quantize(theta, 0) * mask).detach().clone()
         return state
 
     def quant_ranges(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""UDC's pieces against DESIGN.md section 7's formulas, recomputed here independently."""
+"""UDC's pieces against docs/design.md §7's formulas, recomputed here independently."""
 
 from __future__ import annotations
 

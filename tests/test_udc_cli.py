@@ -140,16 +140,21 @@ def test_finetune_writes_masked_weights_finalize_reads(tmp_path: Path) -> None:
     assert main(["finetune", str(out / "arch.json"), "--weights", str(out / "weights.pt"), "--data", "digits",
                  "--epochs", "3", "--max-batches", "3", "--batch-size", "16", "--out", str(ft)]) == 0
     arch = load_arch(out / "arch.json")
-    state = fit_state_dict(load_checkpoint(ft / "weights.pt"), arch)
+    checkpoint = load_checkpoint(ft / "weights.pt")
+    state = fit_state_dict(checkpoint, arch)
     for i, layer in enumerate(arch.layers):
         if layer.type == "skip":
             continue
         for name, tensor in state.items():
             if name.startswith(f"blocks.{i}.") and tensor.dim() > 1:
-                assert int(tensor.count_nonzero()) == round(layer.nonzero_fraction * tensor.numel()), name
-                assert tensor.unique().numel() <= 2 ** layer.weight_bits + 1, name  # 2^b - 1 levels +-beta, and 0
+                assert int(tensor.count_nonzero()) <= round(layer.nonzero_fraction * tensor.numel()), name
+                r = checkpoint.quantizers["quant_ranges"][name]
+                levels = tensor / (r / (2 ** (layer.weight_bits - 1) - 1))  # on the trained b-bit grid, exactly
+                assert torch.allclose(levels, levels.round(), atol=1e-4), name
+                assert levels.abs().max() <= 2 ** (layer.weight_bits - 1) - 1 + 1e-4, name
     result = json.loads((ft / "result.json").read_text())
     assert result["stages"] == [1, 1, 1] and 0.0 <= result["val_accuracy"] <= 1.0
+    assert set(result["quant_ranges"]) == set(checkpoint.quantizers["quant_ranges"])
     assert [json.loads(line)["stage"] for line in (ft / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 

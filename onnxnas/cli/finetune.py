@@ -1,4 +1,4 @@
-"""`onnxnas finetune`: UDC's three-stage compression finetune of a searched arch (DESIGN.md section 7)."""
+"""`onnxnas finetune`: UDC's three-stage compression finetune of a searched arch (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from onnxnas.arch import check_fits_space, load_arch
+from onnxnas.blocks import build_model
 from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
 from onnxnas.data import load_data
 from onnxnas.deploy.checkpoint import load_checkpoint
@@ -53,14 +54,18 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise OnnxNasError("--out exists and is not a folder", where=str(out), fix="pass a folder path")
     checkpoint = load_checkpoint(args.weights)
-    data = load_data(args.data, arch.resolution, arch.in_chs, seed=args.seed)
+    data = load_data(args.data, arch.resolution, arch.in_chs)
     net, history = finetune(arch, checkpoint, data, cfg)
     deployed = net.deployed_state_dict()
-    save_weights(out / "weights.pt", arch, deployed, {})
+    shipped = build_model(arch)
+    shipped.load_state_dict(deployed)
+    shipped_accuracy = evaluate(shipped, data.val, torch.device("cpu"))
+    save_weights(out / "weights.pt", arch, deployed, {}, net.quant_ranges())
     write_metrics(out / "metrics.jsonl", history)
     result = {"arch": str(args.arch), "arch_hash": arch.hash, "dataset": data.name, "epochs": cfg.epochs,
               "stages": list(cfg.stage_epochs()), "quant_noise": cfg.quant_noise,
-              "val_accuracy": history[-1]["val_accuracy"], "quant_ranges": net.quant_ranges(), "seed": cfg.seed}
+              "val_accuracy": shipped_accuracy, "val_accuracy_training_format": history[-1]["val_accuracy"],
+              "quant_ranges": net.quant_ranges(), "seed": cfg.seed}
     atomic_write_json(out / "result.json", result)
     print(f"{args.arch}: finetuned {cfg.epochs} epochs (stages {'/'.join(map(str, cfg.stage_epochs()))}), val accuracy "
           f"{result['val_accuracy']:.4f} on {data.name} -> {out / 'weights.pt'}")

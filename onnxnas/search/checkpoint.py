@@ -121,9 +121,11 @@ def load_search_state(path: str | Path, max_epoch: int = 2**31,
 
 
 def save_weights(path: str | Path, arch: Arch, state_dict: dict[str, torch.Tensor],
-                 hidden_index: dict[str, list[int]]) -> Path:
+                 hidden_index: dict[str, list[int]], quant_ranges: dict[str, float] | None = None) -> Path:
     """The finalize contract: build_model(arch)'s keys; hidden dims may be wider than the
-    arch's hidden_chs, and ``hidden_index[layer]`` lists the hidden channels to keep."""
+    arch's hidden_chs, and ``hidden_index[layer]`` lists the hidden channels to keep.
+    ``quant_ranges`` (trained quantizers, see :mod:`onnxnas.deploy.grids`) make finalize use those grids."""
+    extra = {"quant_ranges": quant_ranges} if quant_ranges else {}
     return save_torch(path, {"onnxnas_checkpoint": WEIGHTS_FORMAT, "arch_hash": arch.hash,
-                             "state_dict": state_dict, "hidden_index": hidden_index})
+                             "state_dict": state_dict, "hidden_index": hidden_index, **extra})
 

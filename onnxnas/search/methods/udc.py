@@ -1,4 +1,4 @@
-"""UDC (DESIGN.md section 7): width, bits, sparsity and depth under hard size and/or latency caps.
+"""UDC (docs/design.md §7): width, bits, sparsity and depth under hard size and/or latency caps.
 
 The search runs on the shared epoch loop (checkpoints, ``--resume``, metrics, DDP, lock); at the
 end the argmax configuration's exact costs are checked, repaired if over, and an arch is written
@@ -38,7 +38,7 @@ _DEFAULTS = UdcConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("udc (DESIGN.md section 7; --epochs, --warmup-epochs and --target-latency-us apply too)")
+    group = parser.add_argument_group("udc (docs/design.md §7; --epochs, --warmup-epochs and --target-latency-us apply too)")
     group.add_argument("--target-size", default=None, help="hard cap on the compressed-size bound, e.g. 1.0MiB or 512KiB")
     group.add_argument("--size-margin", type=finite_float(0, 0.5), default=_DEFAULTS.size_margin,
                        help="the search aims at e* (1 - margin) (default: %(default)s)")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(torch.device("cpu"))
     try:
         cfg.validate(ctx.world_size)
-        data = load_data(args.data, space.resolution, space.in_chs, seed=cfg.seed)
+        data = load_data(args.data, space.resolution, space.in_chs)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         net = UdcSupernet(space, data.num_classes)
         constraints = constraints_for(cfg, space, net, data.num_classes, args.lut)

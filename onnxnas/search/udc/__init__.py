@@ -1,4 +1,4 @@
-"""UDC: unified DNAS for compressible models (Fedorov et al., NeurIPS 2022; DESIGN.md section 7).
+"""UDC: unified DNAS for compressible models (Fedorov et al., NeurIPS 2022; docs/design.md §7).
 
 One job per module: ``options`` (what each layer position may choose), ``schedules`` (temperature,
 xi_t, theta_rs), ``sampling`` (Gumbel samples, rejection sampling, the top-kappa STE),

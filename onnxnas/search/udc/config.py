@@ -1,4 +1,4 @@
-"""UDC search hyperparameters (DESIGN.md section 7 defaults), serialized into checkpoints and provenance."""
+"""UDC search hyperparameters (docs/design.md §7 defaults), serialized into checkpoints and provenance."""
 
 from __future__ import annotations
 

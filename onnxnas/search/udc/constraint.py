@@ -1,8 +1,8 @@
 """UDC's hard constraints: expected cost of relaxed decisions, exact cost of an arch, the normalized penalty.
 
-Size (DESIGN section 7): per layer ``(s b + H(s)) N(rho)`` with the option mixtures plugged in
+Size (docs/design.md §7): per layer ``(s b + H(s)) N(rho)`` with the option mixtures plugged in
 (paper section 3.1), N linear in the hidden width; stem, head and classifier at 8 bits, dense.
-Latency (section 13): the int8 LUT's calibrated prediction, through the Cost protocol's
+Latency (docs/design.md §13): the int8 LUT's calibrated prediction, through the Cost protocol's
 mixture tree (sub-8-bit and sparse weights run at the 8-bit key, so only width and operator move it).
 """
 

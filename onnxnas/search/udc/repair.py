@@ -1,4 +1,4 @@
-"""The guarantee (DESIGN section 7): the argmax configuration's exact costs, and the repair pass.
+"""The guarantee (docs/design.md §7): the argmax configuration's exact costs, and the repair pass.
 
 While a constraint is missed, move one block to its next cheaper option (identity for a
 skippable layer, else one step down in width, bits or non-zero fraction), picking the move

@@ -1,4 +1,4 @@
-"""UDC's schedules (DESIGN.md section 7), pure functions of the run's progress so a resume recomputes them."""
+"""UDC's schedules (docs/design.md §7), pure functions of the run's progress so a resume recomputes them."""
 
 from __future__ import annotations
 
