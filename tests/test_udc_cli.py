@@ -162,3 +162,24 @@ def test_finetune_refuses_an_uncompressed_arch(tmp_path: Path, capsys: pytest.Ca
     arch = Path(__file__).parents[1] / "examples" / "tiny.arch.json"
     assert main(["finetune", str(arch), "--weights", str(arch), "--out", str(tmp_path / "ft")]) == 2
     assert "nothing to finetune" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weight_bits", 3, "layer 1: weight_bits 3 not offered (options [2, 4, 8])"),
+    ("nonzero_fraction", 0.3, "layer 1: nonzero_fraction 0.3 not offered (options [0.25, 0.5, 0.75, 1.0])"),
+    ("width_fraction", 0.6, "layer 1: width_fraction 0.6 not offered"),
+])
+def test_finetune_refuses_options_the_space_lacks(tmp_path: Path, capsys: pytest.CaptureFixture, field: str,
+                                                  value: float, message: str) -> None:
+    from onnxnas.search.udc.options import layer_options
+    from onnxnas.search.udc.repair import Configs
+
+    options = layer_options(SPACE)
+    config = [{"op": 0, "width": min(1, o.count("width") - 1), "bits": 1, "sparsity": 1} for o in options]
+    arch = Configs(SPACE, options, 10).arch(config).to_dict()
+    arch["layers"][1][field] = value
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(arch))
+    assert main(["finetune", str(path), "--weights", str(path), "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
