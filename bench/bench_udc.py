@@ -208,7 +208,8 @@ def e2e(work: Path, lut: Path | None) -> None:
     from onnxnas.search.udc.coded import coded_size
 
     arch = load_arch(out / "arch.json")
-    rows = coded_size(arch, load_checkpoint(out / "ft" / "weights.pt").state_dict).rows
+    shipped = load_checkpoint(out / "ft" / "weights.pt")
+    rows = coded_size(arch, shipped.state_dict, shipped.quantizers.get("quant_ranges")).rows
     print("  per layer: bound bits / coded payload bits (mask + values)")
     for name, (bound, coded) in rows.items():
         print(f"    {name:<12} {bound:>10.0f} {coded:>10d}  {coded / bound - 1:+.2%}" if bound else f"    {name}")

@@ -10,6 +10,7 @@ import torch
 
 from onnxnas.arch import check_fits_space, load_arch
 from onnxnas.cli import main
+from onnxnas.compress.codec import decode
 from onnxnas.cost import LatencyCost, size_report
 from onnxnas.deploy.checkpoint import fit_state_dict, load_checkpoint
 from onnxnas.lut.table import LatencyTable
@@ -183,3 +184,22 @@ def test_finetune_refuses_options_the_space_lacks(tmp_path: Path, capsys: pytest
     assert main(["finetune", str(path), "--weights", str(path), "--out", str(tmp_path / "ft")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_finalize_writes_the_predicted_coded_size_on_the_trained_grids(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _search(out, "--target-size", "12KiB") == 0
+    arch = load_arch(out / "arch.json")
+    checkpoint = load_checkpoint(out / "weights.pt")
+    ranges = checkpoint.quantizers["quant_ranges"]
+    quantized = {i for i, layer in enumerate(arch.layers) if layer.type != "skip" and layer.weight_bits < 32}
+    assert {int(name.split(".")[1]) for name in ranges} == quantized
+    assert main(["finalize", str(out / "arch.json"), "--weights", str(out / "weights.pt"), "--precision", "int8",
+                 "--calib-data", "digits", "--out", str(tmp_path / "deploy")]) == 0
+    manifest = json.loads((tmp_path / "deploy" / "manifest.json").read_text())
+    shipped = decode((tmp_path / "deploy" / "compressed.bin").read_bytes())
+    # the same integers, coded the same way; only the tensor names in the headers differ (ONNX's vs the parameters')
+    renamed = sum(len(n) - len(n.replace("_folded_int8", "").replace("_int8", "")) for n in shipped)
+    assert manifest["size"]["compressed"]["coded_bytes"] == arch.provenance["predicted_size_bits"]["coded"] // 8 + renamed
+    assert manifest["size"]["compressed"]["bound_bits"] == pytest.approx(arch.provenance["predicted_size_bits"]["bound"])

@@ -134,7 +134,8 @@ def finish(trainer: UdcTrainer, configs: Configs, constraints: list[Constraint],
     arch = configs.arch(config)
     exact = {c.name: c.exact(arch) for c in constraints}
     state = net.deploy_state_dict([layer.type == "skip" for layer in arch.layers])
-    coded = coded_size(arch, state)
+    ranges = net.quant_ranges(config)
+    coded = coded_size(arch, state, ranges)
     provenance: dict[str, Any] = {
         "method": "udc", "hyperparameters": trainer.cfg.to_dict(), "seed": trainer.cfg.seed,
         "targets": {c.name: c.target for c in constraints}, "aims": {c.name: c.aim for c in constraints},
@@ -151,7 +152,7 @@ def finish(trainer: UdcTrainer, configs: Configs, constraints: list[Constraint],
     if not all(c.met(exact[c.name]) for c in constraints):  # repair() raises first; never write a false claim
         raise AssertionError("repair returned a configuration that misses a constraint")
     if ctx.is_main:
-        save_weights(out / "weights.pt", arch, state, {})
+        save_weights(out / "weights.pt", arch, state, {}, ranges)
         arch.save(out / "arch.json")
     barrier(ctx)
     return arch

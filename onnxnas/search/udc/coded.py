@@ -3,8 +3,9 @@
 The integers are exactly finalize's: magnitude pruning to each layer's non-zero fraction
 (:func:`~onnxnas.deploy.sparsity.prune_layers_`), then per-output-channel symmetric quantization
 at the deployed bits (:func:`passes.quantize_weight`; BN folding scales channels and keeps the
-integers), coded with :mod:`onnxnas.compress.codec`. Used for ``provenance.predicted_size_bits``
-and by the bench's bound-against-coder table.
+integers; a trained range, where given, is the grid), coded with :mod:`onnxnas.compress.codec` at
+the narrowest grid that holds them (a 2-bit tensor's non-zeros are +-1: one bit each, below the bound).
+Used for ``provenance.predicted_size_bits`` and by the bench's bound-against-coder table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from onnxnas.arch import Arch
 from onnxnas.compress.codec import QuantTensor, encode
 from onnxnas.cost import size_report
 from onnxnas.deploy.checkpoint import Checkpoint
+from onnxnas.deploy.compressed import grid_bits
 from onnxnas.deploy.concrete import bits_for, build_concrete, layer_weight_bits
 from passes import quantize_weight
 
@@ -32,16 +34,18 @@ class CodedSize:
     rows: dict[str, tuple[float, int]]
 
 
-def coded_size(arch: Arch, state_dict: dict[str, torch.Tensor]) -> CodedSize:
-    """What ``finalize --precision int8`` codes for these weights (32-bit layers deploy at 8 bits)."""
+def coded_size(arch: Arch, state_dict: dict[str, torch.Tensor], quant_ranges: dict[str, float] | None = None) -> CodedSize:
+    """What ``finalize --precision int8`` codes for these weights (32-bit layers deploy at 8 bits), on the
+    trained grids of ``quant_ranges`` where given (finalize's rule), else at max|w| per channel."""
     concrete = build_concrete(arch, Checkpoint(state_dict, {}, arch.hash, "search weights"))
     bits = layer_weight_bits(arch, "int8")
     tensors: dict[str, QuantTensor] = {}
     for name, module in concrete.module.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             b = bits_for(name + ".", bits)
-            ints, _ = quantize_weight(module.weight.detach().numpy(), b, axis=0)
-            tensors[name] = QuantTensor(name + ".weight", ints, b)
+            ints, _ = quantize_weight(module.weight.detach().numpy(), b, axis=0,
+                                      absmax=(quant_ranges or {}).get(name + ".weight"))
+            tensors[name] = QuantTensor(name + ".weight", ints, grid_bits(ints, name))  # as finalize codes them
     rows = {}
     for row in size_report(arch).layers:
         prefix = ROW_PREFIX.get(row.name, row.name.replace("layers.", "blocks.") + ".")

@@ -135,6 +135,19 @@ class UdcSupernet(nn.Module):
         """The likeliest option of every decision (fixed decisions at their only option)."""
         return [{d: int(logits.detach().argmax()) for d, logits in decisions.items()} for decisions in self.decisions()]
 
+    def quant_ranges(self, config: list[dict[str, int]]) -> dict[str, float]:
+        """The learned range of each quantized tensor at its chosen bits, in build_model(arch)'s names
+        (none before the ranges are initialized, or for a skipped or 32-bit layer)."""
+        if not bool(self.ranges_ready):
+            return {}
+        ranges = {}
+        for i, (layer, c) in enumerate(zip(self.layers, config)):
+            k = c.get("bits", 0)
+            if c.get("op", BLOCK) == BLOCK and layer.options.bits[k] < 32:
+                ranges.update({f"blocks.{i}.{n}": float(layer.ranges[n.replace(".", "_")].ranges[k].detach())
+                               for n in layer.weight_names})
+        return ranges
+
     def deploy_state_dict(self, skipped: list[bool]) -> dict[str, torch.Tensor]:
         """theta in ``build_model(arch)``'s names (full hidden width: finalize keeps the first hidden_chs)."""
         state = {f"stem.{k}": v for k, v in self.stem.state_dict().items()}
