@@ -4,13 +4,15 @@ Starting from the search's theta, over ``epochs`` split 50/30/20%:
 1. quantization on, with quant-noise (each element quantized with probability alpha), pruning off;
 2. pruning ramped from dense to each layer's non-zero fraction on the cubic schedule, masks refreshed
    every 16 steps, quantization off;
-3. both on, with UDC's number format Q^ (beta = the largest pruned |theta|, recomputed at each mask
-   refresh) and the learning rate annealed to 0.
+3. both on, with the learning rate annealed to 0, in one of two number formats: ``grid`` (default),
+   ``Q(theta, b, r) * m``, what ships; or ``shifted``, UDC's Q^ (beta = the largest pruned |theta|,
+   recomputed at each mask refresh).
 Each compressed weight tensor has one learned range (its layer's bits), MSE-initialized from theta.
 The weights written deploy exactly: each compressed tensor as ``Q(theta, b, r) * m`` on its trained
-grid, saved with its range (``quant_ranges``), so finalize's integers are the grid's. Q^'s shifted
-values (``d k +- beta``) lie on no b-bit integer grid, so the export drops the shift: Q^ shapes
-training, the plain grid is what ships, and the accuracy reported is the shipped weights'.
+grid, saved with its range (``quant_ranges``), so finalize's integers are the grid's. Q^'s values
+``d k +- beta`` take 2^b non-zero levels, which no symmetric b-bit integer grid (2^b - 1 levels) holds:
+shipping them needs b + 1 bits and breaks the size bound, so ``shifted`` exports without the shift and
+its shipped accuracy is lower than its training accuracy (both are reported).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from onnxnas.search.schedules import cosine
 from onnxnas.train import evaluate
 
 STAGE_SHARES = (0.5, 0.3, 0.2)
+NUMBER_FORMATS = ("grid", "shifted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,7 @@ class FinetuneConfig:
     batch_size: int = 64
     max_batches: int | None = None
     seed: int = 0
+    number_format: str = "grid"
 
     def stage_epochs(self) -> tuple[int, int, int]:
         """(quantize, prune, both) epoch counts: 50/30/20% of --epochs, every stage at least one epoch."""
@@ -76,8 +80,9 @@ class _Tensor:
 class CompressedNetwork(nn.Module):
     """``build_model(arch)`` whose compressed layers' weights pass through the stage's quantize/prune."""
 
-    def __init__(self, arch: Arch, model: nn.Module):
+    def __init__(self, arch: Arch, model: nn.Module, number_format: str = "grid"):
         super().__init__()
+        self.shifted = number_format == "shifted"
         self.model = model
         self.tensors: dict[str, _Tensor] = {}
         self.ranges = nn.ModuleDict()
@@ -106,7 +111,7 @@ class CompressedNetwork(nn.Module):
             return theta * t.mask if prune else theta
         r = t.ranges.range(0, theta.numel())
         if prune:
-            return shifted_quantize(theta, t.bits, r, t.beta) * t.mask
+            return (shifted_quantize(theta, t.bits, r, t.beta) if self.shifted else t.ranges.quantize(theta, 0)) * t.mask
         return quant_noise(theta, t.ranges.quantize(theta, 0), r, self.quant_noise, training=self.training)
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -138,7 +143,7 @@ def finetune(arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: Finetune
     torch.manual_seed(cfg.seed)
     model = build_model(arch)
     model.load_state_dict(fit_state_dict(checkpoint, arch))
-    net = CompressedNetwork(arch, model)
+    net = CompressedNetwork(arch, model, cfg.number_format)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen)

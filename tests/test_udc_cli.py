@@ -156,6 +156,8 @@ def test_finetune_writes_masked_weights_finalize_reads(tmp_path: Path) -> None:
     result = json.loads((ft / "result.json").read_text())
     assert result["stages"] == [1, 1, 1] and 0.0 <= result["val_accuracy"] <= 1.0
     assert set(result["quant_ranges"]) == set(checkpoint.quantizers["quant_ranges"])
+    assert result["number_format"] == "grid"
+    assert result["val_accuracy"] == result["val_accuracy_training_format"]  # what trained is what ships
     assert [json.loads(line)["stage"] for line in (ft / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 

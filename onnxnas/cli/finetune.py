@@ -14,7 +14,7 @@ from onnxnas.data import load_data
 from onnxnas.deploy.checkpoint import load_checkpoint
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json
-from onnxnas.finetune import FinetuneConfig, finetune
+from onnxnas.finetune import NUMBER_FORMATS, FinetuneConfig, finetune
 from onnxnas.search.checkpoint import save_weights
 from onnxnas.search.metrics import write_metrics
 from onnxnas.space import load_space
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="total epochs, split 50/30/20%% over the three stages (default: %(default)s)")
     parser.add_argument("--quant-noise", type=finite_float(0, 1), default=_DEFAULTS.quant_noise,
                         help="stage 1: probability that an element is quantized (default: %(default)s)")
+    parser.add_argument("--number-format", choices=NUMBER_FORMATS, default=_DEFAULTS.number_format,
+                        help="stage 3: 'grid' trains what ships (exact deploy); 'shifted' is UDC's Q^ with beta, whose "
+                             "values no b-bit grid holds (exported without the shift) (default: %(default)s)")
     parser.add_argument("--lr", type=finite_float(0, 10, low_open=True), default=_DEFAULTS.lr,
                         help="SGD learning rate; annealed to 0 in stage 3 (default: %(default)s)")
     parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=_DEFAULTS.batch_size, help="(default: %(default)s)")
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(epochs=args.epochs, quant_noise=args.quant_noise, lr=args.lr, batch_size=args.batch_size,
-                         max_batches=args.max_batches, seed=args.seed)
+                         max_batches=args.max_batches, seed=args.seed, number_format=args.number_format)
     cfg.stage_epochs()
     arch = load_arch(args.arch)
     check_fits_space(arch, load_space(arch.space), str(args.arch))
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     write_metrics(out / "metrics.jsonl", history)
     result = {"arch": str(args.arch), "arch_hash": arch.hash, "dataset": data.name, "epochs": cfg.epochs,
               "stages": list(cfg.stage_epochs()), "quant_noise": cfg.quant_noise,
+              "number_format": cfg.number_format,
               "val_accuracy": shipped_accuracy, "val_accuracy_training_format": history[-1]["val_accuracy"],
               "quant_ranges": net.quant_ranges(), "seed": cfg.seed}
     atomic_write_json(out / "result.json", result)
