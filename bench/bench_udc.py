@@ -12,6 +12,7 @@
              measured vs predicted latency (``--lut``: an int8 table of tiny-udc)
 
 Usage: python bench/bench_udc.py [guarantee|ablation|cost|e2e|all] [--seeds 5] [--lut FILE] [--work DIR]
+                                 [--pi-lr 0.05] [--spaces tiny-udc|mbv2|both]
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def search(out: Path, space: list[str], target: str, seed: int, epochs: int, ext
     return load_arch(out / "arch.json").provenance if code == 0 else None
 
 
-def guarantee(work: Path, seeds: int) -> None:
-    print("== guarantee: argmax before repair meets e*, written arch meets e*, |E - e*|/e* (written)")
-    runs = [("tiny-udc/digits", TINY + ["--max-batches", "12"], ["12KiB", "20KiB", "32KiB"], 3),
+def guarantee(work: Path, seeds: int, pi_lr: str, spaces: str) -> None:
+    print(f"== guarantee (--pi-lr {pi_lr}): argmax before repair meets e*, written arch meets e*, |E - e*|/e* (written)")
+    runs = [("tiny-udc/digits", TINY + ["--max-batches", "24", "--pi-lr", pi_lr], ["12KiB", "20KiB", "32KiB"], 6),
             ("mbv2@32/synthetic", ["--space", str(mbv2_32(work)), "--data", "synthetic", "--batch-size", "16",
-                                   "--max-batches", "4", "--device", "cpu"], ["0.55MiB", "1.0MiB", "1.5MiB"], 2)]
+                                   "--max-batches", "4", "--device", "cpu", "--pi-lr", pi_lr], ["0.55MiB", "1.0MiB", "1.5MiB"], 3)]
     for name, space, targets, epochs in runs:
+        if spaces != "both" and not name.startswith(spaces):
+            continue
         for target in targets:
             before, after, gaps, moves = [], [], [], []
             for seed in range(seeds):
@@ -87,7 +90,7 @@ def guarantee(work: Path, seeds: int) -> None:
                   f"max {max(gaps):.3%}  repair moves mean {statistics.mean(moves):.1f}")
 
 
-def ablation(work: Path, seeds: int) -> None:
+def ablation(work: Path, seeds: int, pi_lr: str) -> None:
     print("== ablation (UDC Table 3, small): tiny-udc/digits, e* = 16 KiB, 6 epochs, finetune 3 epochs")
     variants = {"vanilla (expectation penalty)": ["--no-projection", "--no-rejection", "--no-topk"],
                 "+ projection": ["--no-rejection", "--no-topk"], "+ projection + RS": ["--no-topk"], "full": []}
@@ -95,7 +98,7 @@ def ablation(work: Path, seeds: int) -> None:
         met, accuracy, gaps = [], [], []
         for seed in range(seeds):
             out = work / f"a-{label.split()[0]}-{len(flags)}-{seed}"
-            prov = search(out, TINY + ["--max-batches", "24", "--pi-lr", "0.02"], "16KiB", seed, 6, flags)
+            prov = search(out, TINY + ["--max-batches", "24", "--pi-lr", pi_lr], "16KiB", seed, 6, flags)
             if prov is None:
                 continue
             e = prov["targets"]["size_mib"]
@@ -223,15 +226,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--lut", type=Path, default=None, help="int8 table of tiny-udc for the e2e latency")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--pi-lr", default="0.05", help="short CPU runs need a faster pi than the paper's 1e-3")
+    parser.add_argument("--spaces", default="both", choices=("tiny-udc", "mbv2", "both"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_udc."))
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if args.what in ("guarantee", "all"):
-        guarantee(work, args.seeds)
+        guarantee(work, args.seeds, args.pi_lr, args.spaces)
     if args.what in ("ablation", "all"):
-        ablation(work, min(args.seeds, 3))
+        ablation(work, min(args.seeds, 3), args.pi_lr)
     if args.what in ("cost", "all"):
         cost()
     if args.what in ("e2e", "all"):
