@@ -15,7 +15,8 @@ from onnxnas import __version__
 from onnxnas.errors import OnnxNasError
 
 # Command modules under onnxnas.cli; each defines register(subparsers).
-COMMAND_MODULES = ("build_lut", "lut", "arch", "search", "scale", "train", "plot", "finalize", "verify", "bench")
+COMMAND_MODULES = ("build_lut", "lut", "arch", "search", "scale", "train", "finetune", "plot", "finalize", "verify",
+                   "bench")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from onnxnas.plot import plot_arch, plot_search_curves
+    from onnxnas.plot_filterlevel import is_filterlevel_run, plot_run
+    from onnxnas.plot_udc import plot_udc_run, read_udc_metrics
 
     folder = Path(args.run)
     metrics_path = folder / "metrics.jsonl"
@@ -26,14 +28,18 @@ def run(args: argparse.Namespace) -> int:
         hint = "pick one of its variants/<name> folders" if (folder / "summary.json").is_file() else "pass a search --out folder"
         raise OnnxNasError("no metrics.jsonl here", where=str(folder), fix=hint)
     out = Path(args.out) if args.out else folder
-    from onnxnas.plot_filterlevel import is_filterlevel_run, plot_run
-
     if is_filterlevel_run(folder):
-        print("wrote " + ", ".join(str(p) for p in plot_run(folder, load_arch(folder / "arch.json"), out)))
-        return 0
+        return _report(plot_run(folder, load_arch(folder / "arch.json"), out))
+    udc = read_udc_metrics(metrics_path)
+    if udc is not None:
+        return _report(plot_udc_run(folder, udc, out))
     metrics = read_search_metrics(metrics_path)
     written = [plot_search_curves(metrics, out / "search_curves.png")]
     if (folder / "arch.json").exists():
         written.append(plot_arch(load_arch(folder / "arch.json"), out / "arch.png"))
+    return _report(written)
+
+
+def _report(written: list[Path]) -> int:
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

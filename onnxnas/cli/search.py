@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder: arch.json, weights.pt, metrics.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out from its last checkpoint")
+    parser.add_argument("--target-latency-us", type=finite_float(0, 1e9, low_open=True), default=None,
+                        help="hard cap on the calibrated LUT latency in microseconds (udc: an int8 table)")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=20, help="total epochs, warm-up included (default: %(default)s)")
     train.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=64, help="per-process batch size (default: %(default)s)")

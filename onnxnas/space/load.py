@@ -16,7 +16,7 @@ from onnxnas.fileio import parse_json, parse_yaml, read_text
 from onnxnas.schema import MAX_CHANNELS, MAX_CLASSES, MAX_KERNEL, MAX_LAYERS, MAX_RESOLUTION, MAX_STRIDE, Fields
 from onnxnas.space.spec import SearchSpace, StageSpec, StemSpec
 
-BUILTIN_SPACES = ("gpunet1", "mbv2", "tiny")
+BUILTIN_SPACES = ("gpunet1", "mbv2", "tiny", "tiny-udc")
 STAGE_TYPES = tuple(t for t in BLOCK_TYPES if t != "skip")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-METHODS = {"filterlevel": "onnxnas.search.methods.filterlevel", "prunet": "onnxnas.search.methods.prunet"}
+METHODS = {"filterlevel": "onnxnas.search.methods.filterlevel", "prunet": "onnxnas.search.methods.prunet",
+           "udc": "onnxnas.search.methods.udc"}
 
 
 def get_method(name: str) -> ModuleType:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             PrunetConfig(**{**cfg.to_dict(), "alpha": alpha, "lam": lam}).validate(space)
     if args.lut is None:
         raise OnnxNasError("--method prunet needs a latency table", where="--lut",
-                           fix="pass --lut FILE (from 'onnxnas build-lut', e.g. latency_tables/tiny-cpu-onnxruntime-fp32.json)")
+                           fix=f"pass --lut FILE (from 'onnxnas build-lut --space {space.name}')")
     table = LatencyTable.load(args.lut)
     table.check_space(space)
     device = _device(args.device)
