@@ -240,11 +240,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="training / fine-tuning epochs per model and seed")
     parser.add_argument("--search-epochs", type=int, default=20, help="onnxnas search epochs (warm-up: 7/20 of them)")
     parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,fastnas")
-    parser.add_argument("--quick", action="store_true", help="one target (0.27), one seed, 2 epochs, 4-epoch search")
+    parser.add_argument("--quick", action="store_true",
+                        help="one target (0.27), one seed, 2 epochs, a 4-epoch search of 6 batches an epoch, 2 branches")
     parser.add_argument("--out", default=None, help="keep runs and results.json here (default: a temporary folder)")
     args = parser.parse_args()
+    search_extra: list[str] = []
     if args.quick:
         args.targets, args.seeds, args.epochs, args.search_epochs = "0.27", "0", 2, 4
+        search_extra = ["--max-batches", "6", "--bisect-branches", "2"]
     torch.set_num_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_peers_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +273,7 @@ def main() -> None:
             with Clock() as find:
                 code = cli(["search", "--method", "prunet", "--space", "tiny", "--lut", str(LUT), "--data", "digits",
                             "--out", str(here / "onnxnas"), "--epochs", str(args.search_epochs),
-                            "--warmup-epochs", str(warmup), "--target-latency-us", f"{target:.2f}"])
+                            "--warmup-epochs", str(warmup), "--target-latency-us", f"{target:.2f}", *search_extra])
             if code == 0:
                 arch = load_arch(here / "onnxnas" / "arch.json")
                 accs, models, train_s = train_seeds(lambda s: build_model(arch), data, cfg, seeds)

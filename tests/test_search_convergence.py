@@ -51,3 +51,21 @@ def test_52_steps_are_reported_as_not_settled() -> None:
     assert report["adjacent"] and not report["settled"]
     assert abs(report["p_large"] - 0.5) < 0.05
     assert known_optimum(224, 52, 0)["settled"] is False
+
+
+def test_an_epoch_longer_than_the_data_takes_further_permutations() -> None:
+    from torch.utils.data import TensorDataset
+
+    from onnxnas.search.distributed import DistContext
+    from onnxnas.search.trainer import epoch_loader
+
+    data = TensorDataset(torch.arange(10))
+    ctx = DistContext(rank=0, world_size=1)
+
+    def order(batches: int) -> list[int]:
+        return [int(i) for (x,) in epoch_loader(data, 3, 0, ctx, 4, batches, 0, False) for i in x]
+
+    two_passes = order(5)  # 20 samples from 10: every sample twice, the first pass as before
+    assert sorted(two_passes) == sorted(list(range(10)) * 2)
+    assert two_passes[:8] == order(2) and sorted(two_passes[:10]) == list(range(10))
+    assert order(5) == two_passes  # seeded by (seed, epoch): a resumed epoch sees the same batches
