@@ -69,3 +69,22 @@ def test_an_epoch_longer_than_the_data_takes_further_permutations() -> None:
     assert sorted(two_passes) == sorted(list(range(10)) * 2)
     assert two_passes[:8] == order(2) and sorted(two_passes[:10]) == list(range(10))
     assert order(5) == two_passes  # seeded by (seed, epoch): a resumed epoch sees the same batches
+
+
+def test_the_search_table_says_per_prunode_whether_it_settled() -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from onnxnas.search.runner import Variant, VariantResult
+    from onnxnas.search.sweep import format_results, summary
+
+    settled = {"layer": 0, "small": 96, "large": 128, "chosen": 128, "p_large": 0.71, "adjacent": True, "settled": True}
+    undecided = {**settled, "layer": 3, "small": 64, "large": 96, "chosen": 96, "p_large": 0.51, "settled": False}
+    arch = SimpleNamespace(provenance={"prunodes": [settled, undecided]})
+    result = VariantResult(Variant(0.6, 0.55), arch, Path("/o/variants/a/arch.json"), 80.0, 1.5, 6, (3,))  # type: ignore[arg-type]
+    lines = format_results([result]).splitlines()
+    assert lines[1].split()[5] == "NO"
+    assert lines[2] == ("       prunodes: L0 96/128->128 (p_large 0.71, settled), "
+                        "L3 64/96->96 (p_large 0.51, undecided)")
+    row = summary([result], Path("/o"))["variants"][0]
+    assert row["converged"] is False and row["prunodes"] == [settled, undecided]

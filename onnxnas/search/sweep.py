@@ -70,4 +70,11 @@ def format_results(results: list[VariantResult]) -> str:
         settled = "yes" if r.converged else "NO"
         lines.append(f"{r.variant.alpha:>6g} {r.variant.lam:>6g} {r.search_loss:>8.4f} {r.predicted_latency_us:>9.1f} "
                      f"{r.depth:>5}{mark} {settled:>7}  {r.arch_path}")
+        lines.append("       prunodes: " + (", ".join(_prunode_note(p) for p in r.arch.provenance["prunodes"]) or "none"))
     return "\n".join(lines)
+
+
+def _prunode_note(p: dict[str, Any]) -> str:
+    """One Prunode in a few characters: layer, final masks, the pick, the weight's preference, settled."""
+    state = "settled" if p["settled"] else ("NOT adjacent" if not p["adjacent"] else "undecided")
+    return f"L{p['layer']} {p['small']}/{p['large']}->{p['chosen']} (p_large {p['p_large']:.2f}, {state})"
