@@ -16,7 +16,7 @@ Methods:
   the budget checked on the calibrated LUT), searched once (seed 0), retrained per seed.
 - **Torch-Pruning** magnitude (L2) and Taylor: neither can target latency, so this script bisects each
   one's own knob, the uniform pruning ratio, timing every candidate with the backend above, and keeps the
-  smallest ratio that meets the target (the fastest reachable if none does, marked "misses").
+  smallest ratio that meets the target (the fastest reachable if none does, marked "MISSES target").
 - **ModelOpt FastNAS** (`modelopt.torch.prune`, mode "fastnas", FLOPs constraint): likewise, the FLOPs
   percentage is bisected against the measured latency; FastNAS runs its own subnet search inside each call.
 - **int8**: the onnxnas model of each target, as onnxnas's int8 QDQ pipeline (`deploy.graph.deployable_onnx`)
@@ -110,27 +110,41 @@ def measured_us(model: nn.Module, input_shape: tuple[int, ...], folder: Path) ->
     return OnnxRuntimeBackend(threads=1).measure_onnx(path, PROTOCOL).median_us
 
 
-def bisect_knob(make: Callable[[float], nn.Module], low: float, high: float, target_us: float,
-                input_shape: tuple[int, ...], folder: Path, larger_is_faster: bool) -> tuple[nn.Module, float, float, bool]:
-    """The mildest knob value whose model meets ``target_us`` when timed (or the fastest end if none):
-    (model, knob, latency, met)."""
-    fast_end = high if larger_is_faster else low
-    best = make(fast_end)
-    best_us, best_knob = measured_us(best, input_shape, folder), fast_end
-    if best_us > target_us:
-        return best, best_knob, best_us, False
-    for _ in range(KNOB_STEPS):
-        mid = (low + high) / 2
-        model = make(mid)
+class Unreachable(Exception):
+    """The peer cannot build a model at this knob value (e.g. FastNAS: constraint outside its space)."""
+
+
+def bisect_knob(make: Callable[[float], nn.Module], mild: float, fast: float, target_us: float,
+                input_shape: tuple[int, ...], folder: Path) -> tuple[nn.Module, float, float, bool]:
+    """Bisect a peer's knob between its ``mild`` end (the dense network) and its ``fast`` end for the
+    mildest value whose model meets ``target_us`` when timed; where none does, the fastest model built
+    (the peer's floor). Returns (model, knob, latency, met)."""
+    tried: list[tuple[float, nn.Module, float]] = []
+
+    def attempt(knob: float) -> float | None:
+        try:
+            model = make(knob)
+        except Unreachable:
+            return None
         us = measured_us(model, input_shape, folder)
-        meets = us <= target_us
-        if meets:
-            best, best_us, best_knob = model, us, mid
-        if meets == larger_is_faster:
-            high = mid
-        else:
-            low = mid
-    return best, best_knob, best_us, True
+        tried.append((knob, model, us))
+        return us
+
+    fastest = attempt(fast)
+    if fastest is None or fastest <= target_us:
+        low, high = mild, fast
+        for _ in range(KNOB_STEPS):
+            mid = (low + high) / 2
+            us = attempt(mid)
+            if us is None or us <= target_us:
+                high = mid  # meets (or cannot be built): try milder
+            else:
+                low = mid
+    if not tried:
+        raise Unreachable(f"no model could be built between knob {mild:g} and {fast:g}")
+    feasible = [t for t in tried if t[2] <= target_us]
+    knob, model, us = (min(feasible, key=lambda t: abs(t[0] - mild)) if feasible else min(tried, key=lambda t: t[2]))
+    return model, knob, us, bool(feasible)
 
 
 # ---- peers ---------------------------------------------------------------------------------------
@@ -158,10 +172,16 @@ def fastnas_pruned(dense: nn.Module, flops_pct: float, data: DataSplits, shape: 
 
     model = copy.deepcopy(dense).cpu()
     loader = DataLoader(data.train, batch_size=64, shuffle=False)
-    pruned, _ = mtp.prune(model, mode="fastnas", constraints={"flops": f"{flops_pct:.2f}%"},
-                          dummy_input=torch.zeros(shape),
-                          config={"data_loader": loader, "score_func": lambda m: evaluate(m, data.val, torch.device("cpu")),
-                                  "checkpoint": str(folder / f"fastnas-{flops_pct:.2f}.pth")})
+    try:
+        pruned, _ = mtp.prune(model, mode="fastnas", constraints={"flops": f"{flops_pct:.2f}%"},
+                              dummy_input=torch.zeros(shape),
+                              config={"data_loader": loader,
+                                      "score_func": lambda m: evaluate(m, data.val, torch.device("cpu")),
+                                      "checkpoint": str(folder / f"fastnas-{flops_pct:.2f}.pth")})
+    except ValueError as exc:
+        if "constraints can be satisfied" in str(exc):  # below FastNAS's floor (it never prunes SE or the head)
+            raise Unreachable(str(exc)) from exc
+        raise
     return pruned
 
 
@@ -288,11 +308,11 @@ def main() -> None:
                                 "no arch meets the target (see the search's message)"))
         peers: dict[str, Callable[[nn.Module], tuple[nn.Module, float, float, bool]]] = {
             "tp-magnitude": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "magnitude", data, shape), 0.0, 0.97,
-                                                  target, shape, here, larger_is_faster=True),
+                                                  target, shape, here),
             "tp-taylor": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "taylor", data, shape), 0.0, 0.97,
-                                               target, shape, here, larger_is_faster=True),
-            "fastnas": lambda d: bisect_knob(lambda p: fastnas_pruned(d, p, data, shape, here), 1.0, 100.0,
-                                             target, shape, here, larger_is_faster=False),
+                                               target, shape, here),
+            "fastnas": lambda d: bisect_knob(lambda p: fastnas_pruned(d, p, data, shape, here), 100.0, 1.0,
+                                             target, shape, here),
         }
         for name in (m for m in methods if m in peers):
             try:

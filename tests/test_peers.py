@@ -30,21 +30,27 @@ def test_the_start_is_tinys_widest_network() -> None:
 
 def test_knob_bisection_keeps_the_mildest_knob_that_meets_the_target(monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
-    # latency 100 us at ratio 0 falling linearly to 20 us at ratio 1: 60 us needs ratio >= 0.5
+    # latency 100 us at knob 0 falling linearly to 20 us at knob 1: 60 us needs knob >= 0.5
     monkeypatch.setattr(bench_peers, "measured_us", lambda model, shape, folder: 100.0 - 80.0 * model.knob)
 
     def make(knob: float) -> nn.Module:
+        if knob > 0.8:  # like FastNAS below its floor
+            raise bench_peers.Unreachable(f"knob {knob}")
         model = nn.Identity()
         model.knob = knob
         return model
 
-    model, knob, us, met = bench_peers.bisect_knob(make, 0.0, 1.0, 60.0, (1, 3, 8, 8), tmp_path, larger_is_faster=True)
-    assert met and 0.5 <= knob <= 0.5 + 2**-bench_peers.KNOB_STEPS and us <= 60.0 and model.knob == knob
-    model, knob, us, met = bench_peers.bisect_knob(make, 0.0, 1.0, 10.0, (1, 3, 8, 8), tmp_path, larger_is_faster=True)
-    assert not met and knob == 1.0 and us == pytest.approx(20.0)  # unreachable: the fastest end, marked
-    # FastNAS's knob runs the other way: a smaller FLOPs share is faster
-    model, knob, us, met = bench_peers.bisect_knob(make, 0.0, 1.0, 60.0, (1, 3, 8, 8), tmp_path, larger_is_faster=False)
-    assert not met and knob == 0.0
+    bisect = bench_peers.bisect_knob
+    model, knob, us, met = bisect(make, 0.0, 0.75, 60.0, (1, 3, 8, 8), tmp_path)
+    assert met and 0.5 <= knob <= 0.5 + 0.75 * 2**-bench_peers.KNOB_STEPS and us <= 60.0 and model.knob == knob
+    model, knob, us, met = bisect(make, 0.0, 0.75, 10.0, (1, 3, 8, 8), tmp_path)
+    assert not met and knob == 0.75 and us == pytest.approx(40.0)  # unreachable: the fastest end, marked
+    model, knob, us, met = bisect(make, 0.0, 1.0, 10.0, (1, 3, 8, 8), tmp_path)  # fast end cannot be built
+    assert not met and 0.8 - 2**-bench_peers.KNOB_STEPS <= knob <= 0.8  # the floor is found by bisection
+    # a knob whose small end is fast (FastNAS's FLOPs share): 20 us at 0 rising to 100 us at 1
+    monkeypatch.setattr(bench_peers, "measured_us", lambda model, shape, folder: 20.0 + 80.0 * model.knob)
+    model, knob, us, met = bisect(make, 1.0, 0.0, 60.0, (1, 3, 8, 8), tmp_path)
+    assert met and 0.5 - 2**-bench_peers.KNOB_STEPS <= knob <= 0.5 and us <= 60.0
 
 
 def test_torch_pruning_prunes_onnxnas_blocks_and_keeps_the_classifier() -> None:
