@@ -182,6 +182,12 @@ def fastnas_pruned(dense: nn.Module, flops_pct: float, data: DataSplits, shape: 
         if "constraints can be satisfied" in str(exc):  # below FastNAS's floor (it never prunes SE or the head)
             raise Unreachable(str(exc)) from exc
         raise
+    except AssertionError as exc:
+        if "no searchable hparams" in str(exc):
+            raise RuntimeError("FastNAS found no width it can search: its BinarySearcher takes out_channels / "
+                               "out_features hparams only, and every configurable width here is tied to an SE "
+                               "block's conv_reduce.in_channels") from exc
+        raise
     return pruned
 
 
