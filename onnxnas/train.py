@@ -68,9 +68,16 @@ def train_arch(arch: Arch, data: DataSplits, cfg: TrainConfig, device: torch.dev
     if arch.head.num_classes != data.num_classes:
         raise OnnxNasError(f"the arch's head has {arch.head.num_classes} classes, the data {data.num_classes}",
                            fix="search (or edit the head) for this dataset's class count")
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    model = build_model(arch).to(device)
+    return train_model(build_model(arch), data, cfg, device, progress)
+
+
+def train_model(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.device | None = None,
+                progress: bool = True) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """The training loop of :func:`train_arch` for any module (e.g. one pruned by another tool), so
+    benchmarks fine-tune every model with one recipe."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen)

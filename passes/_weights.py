@@ -1,6 +1,6 @@
 """Conv/Gemm weights that are either a float constant or INT8 -> DequantizeLinear (-> Cast).
 
-Weights are quantized before BN is folded (DESIGN.md sections 7 and 8: the integers a
+Weights are quantized before BN is folded (docs/design.md §7 and §8: the integers a
 trained quantizer chose must reach the artefact unchanged), so the passes after
 :class:`passes.qdq.QuantizeWeightsPass` see both forms. They read and rewrite a weight
 only through this module: a rewrite of a quantized weight changes the integers and the

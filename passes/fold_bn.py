@@ -4,7 +4,7 @@ Folding in the graph (rather than leaving it to TensorRT) lets the later passes
 see the real per-channel weights: a channel whose folded weight and bias are
 zero can be dropped. A weight already quantized (INT8 -> DequantizeLinear) keeps
 its integers: BN folds into the per-channel scales, and a channel with gamma < 0
-has its integers negated so that every scale stays positive (DESIGN.md section 7).
+has its integers negated so that every scale stays positive (docs/design.md §7).
 """
 
 from __future__ import annotations

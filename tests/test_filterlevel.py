@@ -1,4 +1,4 @@
-"""Filter-level search (DESIGN.md section 12): ops, samplers, BOPs, budgets, feasibility, the quantized net."""
+"""Filter-level search (docs/design.md §12): ops, samplers, BOPs, budgets, feasibility, the quantized net."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trained grids deploy exactly (DESIGN.md sections 7, 8, 12): checkpoint ranges and bits -> INT8 integers.
+"""Trained grids deploy exactly (docs/design.md §7, §8, §12): checkpoint ranges and bits -> INT8 integers.
 
 A search saves per-tensor (UDC) or per-output-channel (filter groups) ranges and bits; the deployed
 graph must hold the trained quantizer's integers, BN folded into the per-channel scales, and compute

@@ -21,7 +21,7 @@ BN_EPS = 1e-5  # PyTorch's default; NVIDIA's GPUNet uses 1e-3 (arch.json "bn_eps
 CONV_NAMES = {"conv": ("conv",), "ds": ("conv_dw", "conv_pwl"), "fused_irb": ("conv_exp", "conv_pwl"),
               "irb": ("conv_pw", "conv_dw", "conv_pwl"), "skip": ()}
 HEAD_CONV_NAMES = ("conv",)
-# NeuralScale's projection residual (DESIGN 11): a 1x1 conv + BN on the skip path of a block whose in != out
+# NeuralScale's projection residual (docs/design.md §11): a 1x1 conv + BN on the skip path of a block whose in != out
 SHORTCUTS = ("conv1x1",)
 
 

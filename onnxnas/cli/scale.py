@@ -1,4 +1,4 @@
-"""`onnxnas scale`: NeuralScale widths for parameter, MAC or latency budgets (DESIGN.md section 11)."""
+"""`onnxnas scale`: NeuralScale widths for parameter, MAC or latency budgets (docs/design.md §11)."""
 
 from __future__ import annotations
 

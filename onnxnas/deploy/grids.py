@@ -1,4 +1,4 @@
-"""Trained weight grids from a checkpoint: what makes a compressed model deploy exactly (DESIGN.md sections 7, 12).
+"""Trained weight grids from a checkpoint: what makes a compressed model deploy exactly (docs/design.md §7, §12).
 
 A search that trains quantizers (UDC's per-tensor ranges, the filter-level method's
 per-filter-group ranges and bits) saves them beside its state_dict::

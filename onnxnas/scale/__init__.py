@@ -1,4 +1,4 @@
-"""NeuralScale (DESIGN.md section 11): per-layer widths for a budget, by architecture descent,
+"""NeuralScale (docs/design.md §11): per-layer widths for a budget, by architecture descent,
 per-layer power-law fits ``n = alpha * tau^beta`` and a budget solve on log tau.
 
 ``variables`` names the widths an arch lets change, ``importance`` scores filters (Taylor-FO

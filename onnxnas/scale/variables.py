@@ -1,4 +1,4 @@
-"""The width variables of an arch (DESIGN 11) and the derived arch at given widths.
+"""The width variables of an arch (docs/design.md §11) and the derived arch at given widths.
 
 Variables are the output widths of the stem, of every non-skip layer and of the head's hidden
 1x1. With ``--residual tied`` the layers joined by identity adds share one variable, so every

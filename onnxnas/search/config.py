@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from onnxnas.errors import OnnxNasError
+from onnxnas.search.schedules import MIN_ARCH_STEPS
 from onnxnas.search.supernet import candidate_count
 from onnxnas.space.spec import SearchSpace
 
@@ -29,6 +30,7 @@ class PrunetConfig:
     arch_lr: float = 0.01
     weight_decay: float = 1e-5
     arch_fraction: float = 0.2
+    min_arch_steps: int = MIN_ARCH_STEPS
     batch_size: int = 64
     max_batches: int | None = None
     seed: int = 0
@@ -38,7 +40,7 @@ class PrunetConfig:
              "beta": "--beta", "phi": "--phi", "tau": "--tau", "t_init": "--t-init", "t_final": "--t-final",
              "lr": "--lr", "arch_lr": "--arch-lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
              "max_batches": "--max-batches", "workers": "--workers", "seed": "--seed",
-             "arch_fraction": "arch_fraction"}
+             "arch_fraction": "arch_fraction", "min_arch_steps": "--min-arch-steps"}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,6 +81,8 @@ class PrunetConfig:
             raise fail("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.max_batches is not None and self.max_batches < 2:
             raise fail("max_batches", f"must be >= 2 (weights and architecture both need a batch), got {self.max_batches}")
+        if self.min_arch_steps < 0:
+            raise fail("min_arch_steps", f"must be >= 0, got {self.min_arch_steps}")
         if self.workers < 0:
             raise fail("workers", f"must be >= 0, got {self.workers}")
         return self

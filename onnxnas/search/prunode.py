@@ -11,10 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# A Prunode has settled when its masks are adjacent and its architecture weight prefers one
+# of them by at least this much (|sigmoid(theta) - 0.5| >= 0.05): a weight still near 0 at
+# the end means the two widths were never told apart and the pick is a coin flip.
+DECIDED_THETA = 0.2
 
 
 def round_to(value: float, granularity: int) -> int:
@@ -121,3 +128,12 @@ class Prunode(nn.Module):
     def chosen_width(self) -> int:
         """The final width: large if the architecture weight prefers it, else small (cheaper on ties)."""
         return self.masks.large if self.theta.item() > 0 else self.masks.small
+
+    def report(self) -> dict[str, Any]:
+        """Where the search left this Prunode, and whether it settled (see DECIDED_THETA)."""
+        theta = float(self.theta.detach())
+        adjacent = self.masks.large - self.masks.small <= self.masks.granularity
+        return {"small": self.masks.small, "large": self.masks.large, "chosen": self.chosen_width(),
+                "max_channels": self.masks.max_channels, "s": self.masks.s, "l": self.masks.l,
+                "prefers": "large" if theta > 0 else "small", "p_large": 1.0 / (1.0 + math.exp(-theta)),
+                "adjacent": adjacent, "settled": adjacent and abs(theta) >= DECIDED_THETA}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ class VariantResult:
     predicted_latency_us: float
     search_loss: float
     depth: int
+    unsettled: tuple[int, ...] = ()  # layers whose Prunode did not settle (empty: converged)
+
+    @property
+    def converged(self) -> bool:
+        return not self.unsettled
 
 
 @dataclasses.dataclass
@@ -124,16 +130,24 @@ def _finish(job: SearchJob, trainer: SearchTrainer, out: Path) -> VariantResult:
     arch = make_arch(job.space, choices, num_classes=job.data.num_classes)
     predicted = job.table.arch_latency(arch)
     search_loss = next(m["arch_loss"] for m in reversed(trainer.metrics) if m["arch_loss"] is not None)
+    prunodes = trainer.net.prunode_report()
+    unsettled = tuple(p["layer"] for p in prunodes if not p["settled"])
+    arch_steps = sum(m.get("arch_steps") or 0 for m in trainer.metrics)
     arch = dataclasses.replace(arch, provenance={
         "method": "prunet", "hyperparameters": cfg.to_dict(),
         "lut": {"path": str(job.lut_path), "sha256": file_sha256(job.lut_path)},
         "predicted_latency_us": predicted, "search_loss": search_loss, "seed": cfg.seed,
         "checkpoint": "weights.pt", "dataset": job.data.name, "world_size": job.ctx.world_size,
+        "arch_steps": arch_steps, "converged": not unsettled, "prunodes": prunodes,
     })
     path = out / "arch.json"
     if job.ctx.is_main:
         save_weights(out / "weights.pt", arch, trainer.net.deploy_state_dict(), hidden_index)
         arch.save(path)
+        if unsettled:
+            print(f"warning: {path}: the Prunodes of layer(s) {', '.join(map(str, unsettled))} did not settle after "
+                  f"{arch_steps} architecture steps (masks not adjacent, or their weight undecided), so their widths "
+                  "may be near the starting point; rerun with more --epochs or --min-arch-steps", file=sys.stderr)
     barrier(job.ctx)
     variant = Variant(cfg.alpha, cfg.lam)
-    return VariantResult(variant, arch, path, predicted, search_loss, arch.depth)
+    return VariantResult(variant, arch, path, predicted, search_loss, arch.depth, unsettled)

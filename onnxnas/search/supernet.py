@@ -214,6 +214,11 @@ class Supernet(nn.Module):
         """Per layer, the live candidates by name (k3, k5se, skip ...) for the metrics log."""
         return [[_slot_name(layer, s) for s in layer.alive] for layer in self.layers]
 
+    def prunode_report(self) -> list[dict[str, Any]]:
+        """Per surviving Prunode (the chosen blocks, once pruning is done): its layer and :meth:`Prunode.report`."""
+        return [{"layer": i, **cand.report()} for i, layer in enumerate(self.layers)
+                for cand in (layer.candidate(s) for s in layer.alive) if isinstance(cand, Prunode)]
+
     def prunode_widths(self) -> dict[str, list[int]]:
         return {name: [m.masks.small, m.masks.large] for name, m in self.named_modules() if isinstance(m, Prunode)}
 

@@ -27,7 +27,7 @@ from onnxnas.search.distributed import DistContext, average_gradients, mean_over
 from onnxnas.search.loop import NonFiniteLoss
 from onnxnas.search.losses import search_loss
 from onnxnas.search.pruning import prune
-from onnxnas.search.schedules import cosine, prune_threshold, search_progress
+from onnxnas.search.schedules import arch_steps_per_epoch, cosine, prune_threshold, search_progress
 from onnxnas.search.supernet import Supernet
 
 
@@ -59,9 +59,11 @@ def batches_per_epoch(samples: int, ctx: DistContext, batch_size: int, max_batch
 
 def epoch_loader(train_set: Dataset, epoch: int, seed: int, ctx: DistContext, batch_size: int, batches: int,
                  workers: int, pin_memory: bool) -> DataLoader:
-    """This rank's share of a per-epoch permutation seeded by (seed, epoch), so a resumed run sees the same batches."""
+    """This rank's share of a per-epoch permutation seeded by (seed, epoch), so a resumed run sees the same batches;
+    an epoch longer than the data (extra architecture steps) continues with further permutations."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(train_set), generator=gen)[ctx.rank::ctx.world_size]
+    passes = -(-batches * batch_size * ctx.world_size // len(train_set))
+    order = torch.cat([torch.randperm(len(train_set), generator=gen) for _ in range(passes)])[ctx.rank::ctx.world_size]
     order = order[: batches * batch_size].tolist()
     return DataLoader(train_set, batch_size=batch_size, sampler=order, drop_last=True,
                       num_workers=workers, pin_memory=pin_memory)
@@ -87,7 +89,8 @@ class SearchTrainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         batches = batches_per_epoch(len(train_set), ctx, cfg.batch_size, cfg.max_batches)
         self.n_batches = batches
-        self.n_arch = min(batches - 1, max(1, round(cfg.arch_fraction * batches)))
+        self.n_weight, self.n_arch = arch_steps_per_epoch(batches, cfg.arch_fraction, cfg.epochs - cfg.warmup_epochs,
+                                                          cfg.min_arch_steps, cfg.max_batches)
         self.epoch = 0  # completed epochs
         self.metrics: list[dict[str, Any]] = []
         self._make_optimizers()
@@ -116,13 +119,14 @@ class SearchTrainer:
         cfg, e = self.cfg, self.epoch
         searching = e >= cfg.warmup_epochs
         n_arch = self.n_arch if searching else 0
+        n_total = self.n_weight + n_arch if searching else self.n_batches
         start, cpu_start = time.perf_counter(), time.process_time()
         sums = {"ce": 0.0, "arch_loss": 0.0, "lat": 0.0}
-        bar = tqdm(epoch_loader(self.train_set, e, cfg.seed, self.ctx, cfg.batch_size, self.n_batches, cfg.workers, self.amp),
-                   total=self.n_batches, desc=f"epoch {e + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(epoch_loader(self.train_set, e, cfg.seed, self.ctx, cfg.batch_size, n_total, cfg.workers, self.amp),
+                   total=n_total, desc=f"epoch {e + 1}/{cfg.epochs}", leave=False,
                    disable=True if not self.ctx.is_main else None)
         for b, (x, y) in enumerate(bar):
-            arch_step = b - (self.n_batches - n_arch)
+            arch_step = b - (n_total - n_arch)
             loss, ce, lat = self._step(x, y, arch=arch_step >= 0, position=e + b / self.n_batches, where=(e + 1, b + 1))
             if arch_step >= 0:
                 progress = search_progress(e, arch_step, n_arch, cfg.warmup_epochs, cfg.epochs)
@@ -135,11 +139,11 @@ class SearchTrainer:
         self.epoch += 1
         threshold = self._prune() if searching else None
         sync_buffers(self.net, self.ctx)
-        n_weight = self.n_batches - n_arch
+        n_weight = n_total - n_arch
         line = {
             "epoch": self.epoch, "phase": "search" if searching else "warmup",
             "train_ce": sums["ce"] / n_weight,
-            "arch_loss": sums["arch_loss"] / n_arch if n_arch else None,
+            "arch_loss": sums["arch_loss"] / n_arch if n_arch else None, "arch_steps": n_arch,
             "sampled_lat_us": sums["lat"] / n_arch if n_arch else None,
             "lat_us": self.net.expected_latency(), "threshold": threshold,
             "lr": self.weight_opt.param_groups[0]["lr"], "alive": self.net.alive_summary(),

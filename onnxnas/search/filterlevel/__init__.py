@@ -1,4 +1,4 @@
-"""Filter-level heterogeneous compression (DESIGN.md section 12; Zur, Baskin et al.).
+"""Filter-level heterogeneous compression (docs/design.md §12; Zur, Baskin et al.).
 
 One job per module: ``ops`` (the op set), ``slots`` (the searched convs of a concrete arch and the
 arch a configuration gives), ``configuration`` (per-conv samplers, probabilities, rounding),

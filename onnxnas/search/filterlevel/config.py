@@ -1,4 +1,4 @@
-"""Filter-level search hyperparameters (DESIGN.md section 12 defaults), with the flag of each field."""
+"""Filter-level search hyperparameters (docs/design.md §12 defaults), with the flag of each field."""
 
 from __future__ import annotations
 

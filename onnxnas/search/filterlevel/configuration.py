@@ -1,4 +1,4 @@
-"""Per-slot configuration distributions (DESIGN.md section 12) and their score functions.
+"""Per-slot configuration distributions (docs/design.md §12) and their score functions.
 
 Quantization: ``A_l ~ Multinomial(C_l, softmax(alpha_l))`` over the ops, initial alpha giving the
 largest op 1/(2|T|-1) and every other op 2/(2|T|-1) (authors' code). Pruning (slimmable):

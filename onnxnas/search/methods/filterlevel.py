@@ -1,4 +1,4 @@
-"""Filter-level heterogeneous compression (DESIGN.md section 12): per-filter ops under a BOPs budget.
+"""Filter-level heterogeneous compression (docs/design.md §12): per-filter ops under a BOPs budget.
 
 ``onnxnas search --method filterlevel --arch ARCH.json --budget-bops B [--mode quant|prune]``
 searches the given concrete arch (a space's, or a derived one) and writes ``arch.json`` with
@@ -39,7 +39,7 @@ CANDIDATES_FILE = "candidates.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("filterlevel (DESIGN.md section 12; --tau is shared with prunet)")
+    group = parser.add_argument_group("filterlevel (docs/design.md §12; --tau is shared with prunet)")
     group.add_argument("--arch", type=Path, default=None, help="the arch.json to compress (any arch, derived ones included)")
     group.add_argument("--mode", default=_D.mode, choices=MODES,
                        help="quant: an op per filter; prune: slimmable hidden widths (default: %(default)s)")

@@ -1,0 +1,355 @@
+"""Side by side with the peers: who gives the better accuracy at the same measured latency, on `tiny`/digits.
+
+Protocol (one run, one machine):
+- **Same start**: the widest network of `tiny` (k5, SE everywhere, no skips, widest hidden widths).
+- **Same data**: digits with one fixed train/held-out split (split seed 0) for every model and seed;
+  accuracy is on the held-out split.
+- **Same recipe**: every model is trained with `onnxnas train`'s loop (`onnxnas.train.train_model`,
+  SGD + cosine + label smoothing) for ``--epochs`` epochs per seed: onnxnas's found arch from scratch
+  (as `onnxnas train` does), the peers' pruned networks fine-tuned from the dense network trained alike.
+- **One timing tool**: every candidate and every result is exported with onnxnas.export and timed with
+  onnxnas's ONNX Runtime backend (CPU, 1 thread, pinned, canary-gated median), as `onnxnas bench` does.
+- **Targets**: fractions of the measured dense latency (``--targets``).
+
+Methods:
+- **onnxnas**: `onnxnas search --method prunet --target-latency-us X` (alpha bisected by the search,
+  the budget checked on the calibrated LUT), searched once (seed 0), retrained per seed.
+- **Torch-Pruning** magnitude (L2) and Taylor: neither can target latency, so this script bisects each
+  one's own knob, the uniform pruning ratio, timing every candidate with the backend above, and keeps the
+  smallest ratio that meets the target (the fastest reachable if none does, marked "MISSES target").
+- **ModelOpt FastNAS** (`modelopt.torch.prune`, mode "fastnas", FLOPs constraint): likewise, the FLOPs
+  percentage is bisected against the measured latency; FastNAS runs its own subnet search inside each call.
+- **int8**: the onnxnas model of each target, as onnxnas's int8 QDQ pipeline (`deploy.graph.deployable_onnx`)
+  and as ORT's `quantize_static` of its fp32 export (bench_int8.py's settings), calibrated on 32 train images.
+
+Reported per (target, method): accuracy mean ± std over seeds, the paired per-seed difference to onnxnas,
+measured latency, MACs and parameters (onnxnas.stats on the PyTorch module), and the wall and CPU seconds
+of finding the model (search or knob search) and of training it (mean per seed).
+
+Installing the peers (after torch, as the README does):
+
+    pip install torch==2.13.0 && pip install -e ".[peers]" && pip install --no-deps torchprofile==0.0.4
+    python -c "import torch; print(torch.__version__)"      # still 2.13.0+cpu
+
+Usage: python bench/bench_peers.py [--targets 0.15,0.27,0.5] [--seeds 0,1,2] [--epochs 20]
+                                   [--search-epochs 20] [--methods onnxnas,tp-magnitude,tp-taylor,fastnas]
+       python bench/bench_peers.py --quick     # 1 target, 1 seed, 2 epochs: checks the pipeline, not the claim
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from onnxnas.arch import Arch, load_arch
+from onnxnas.blocks import build_model
+from onnxnas.cli import main as cli
+from onnxnas.data import DataSplits, load_data
+from onnxnas.deploy.concrete import layer_weight_bits
+from onnxnas.deploy.graph import deployable_onnx
+from onnxnas.export import INPUT_NAME, export_bytes, export_onnx
+from onnxnas.space import load_space
+from onnxnas.space.choose import make_arch
+from onnxnas.stats import count_stats
+from onnxnas.timing.base import TimingProtocol
+from onnxnas.timing.onnxruntime import OnnxRuntimeBackend
+from onnxnas.train import TrainConfig, evaluate, train_model
+
+LUT = Path(__file__).resolve().parents[1] / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json"
+PROTOCOL = TimingProtocol(warmup_runs=50, runs=300)
+KNOB_STEPS = 7  # bisection steps on a peer's knob: 2^-7 of its range
+
+
+@dataclasses.dataclass
+class Row:
+    target_us: float
+    method: str
+    accuracies: list[float]
+    latency_us: float
+    macs: int
+    params: int
+    find_s: tuple[float, float]  # wall, CPU of finding the model
+    train_s: tuple[float, float]  # wall, CPU of training it, mean per seed
+    note: str = ""
+
+
+class Clock:
+    """Wall and CPU seconds of a block (CPU: this process, all threads)."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def widest_arch(num_classes: int) -> Arch:
+    space = load_space("tiny")
+    choices = [{"kernel_size": max(p.kernel_sizes), "se": max(p.se_options), "hidden_chs": p.max_hidden}
+               if p.hidden_choices else {"kernel_size": max(p.kernel_sizes)} for p in space.positions()]
+    return make_arch(space, choices, num_classes=num_classes, provenance={"method": "widest"})
+
+
+def measured_us(model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> float:
+    """The one timing tool: onnxnas export + onnxnas's ONNX Runtime backend."""
+    path = export_onnx(copy.deepcopy(model).cpu().eval(), input_shape, folder / "candidate.onnx")
+    return OnnxRuntimeBackend(threads=1).measure_onnx(path, PROTOCOL).median_us
+
+
+class Unreachable(Exception):
+    """The peer cannot build a model at this knob value (e.g. FastNAS: constraint outside its space)."""
+
+
+def bisect_knob(make: Callable[[float], nn.Module], mild: float, fast: float, target_us: float,
+                input_shape: tuple[int, ...], folder: Path) -> tuple[nn.Module, float, float, bool]:
+    """Bisect a peer's knob between its ``mild`` end (the dense network) and its ``fast`` end for the
+    mildest value whose model meets ``target_us`` when timed; where none does, the fastest model built
+    (the peer's floor). Returns (model, knob, latency, met)."""
+    tried: list[tuple[float, nn.Module, float]] = []
+
+    def attempt(knob: float) -> float | None:
+        try:
+            model = make(knob)
+        except Unreachable:
+            return None
+        us = measured_us(model, input_shape, folder)
+        tried.append((knob, model, us))
+        return us
+
+    fastest = attempt(fast)
+    if fastest is None or fastest <= target_us:
+        low, high = mild, fast
+        for _ in range(KNOB_STEPS):
+            mid = (low + high) / 2
+            us = attempt(mid)
+            if us is None or us <= target_us:
+                high = mid  # meets (or cannot be built): try milder
+            else:
+                low = mid
+    if not tried:
+        raise Unreachable(f"no model could be built between knob {mild:g} and {fast:g}")
+    feasible = [t for t in tried if t[2] <= target_us]
+    knob, model, us = (min(feasible, key=lambda t: abs(t[0] - mild)) if feasible else min(tried, key=lambda t: t[2]))
+    return model, knob, us, bool(feasible)
+
+
+# ---- peers ---------------------------------------------------------------------------------------
+def tp_pruned(dense: nn.Module, ratio: float, importance: str, data: DataSplits, shape: tuple[int, ...]) -> nn.Module:
+    """Torch-Pruning's MetaPruner at a uniform ``ratio`` (the classifier kept whole)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(dense).cpu().train()
+    imp = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
+    example = torch.zeros(shape)
+    pruner = tp.pruner.MetaPruner(model, example, importance=imp, pruning_ratio=ratio,
+                                  ignored_layers=[model.head.fc])
+    if importance == "taylor":  # Taylor importance needs the loss gradient of a few training batches
+        model.zero_grad()
+        for (x, y), _ in zip(DataLoader(data.train, batch_size=64), range(4)):
+            F.cross_entropy(model(x), y).backward()
+    pruner.step()
+    return model
+
+
+def fastnas_pruned(dense: nn.Module, flops_pct: float, data: DataSplits, shape: tuple[int, ...],
+                   folder: Path) -> nn.Module:
+    """ModelOpt FastNAS under a FLOPs constraint; its subnet search scores on the held-out split."""
+    import modelopt.torch.prune as mtp
+
+    model = copy.deepcopy(dense).cpu()
+    loader = DataLoader(data.train, batch_size=64, shuffle=False)
+    try:
+        pruned, _ = mtp.prune(model, mode="fastnas", constraints={"flops": f"{flops_pct:.2f}%"},
+                              dummy_input=torch.zeros(shape),
+                              config={"data_loader": loader,
+                                      "score_func": lambda m: evaluate(m, data.val, torch.device("cpu")),
+                                      "checkpoint": str(folder / f"fastnas-{flops_pct:.2f}.pth")})
+    except ValueError as exc:
+        if "constraints can be satisfied" in str(exc):  # below FastNAS's floor (it never prunes SE or the head)
+            raise Unreachable(str(exc)) from exc
+        raise
+    except AssertionError as exc:
+        if "no searchable hparams" in str(exc):
+            raise RuntimeError("FastNAS found no width it can search: its BinarySearcher takes out_channels / "
+                               "out_features hparams only, and every configurable width here is tied to an SE "
+                               "block's conv_reduce.in_channels") from exc
+        raise
+    return pruned
+
+
+# ---- the int8 row ----------------------------------------------------------------------------------
+def onnx_accuracy(model: bytes, data: DataSplits) -> float:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    correct = total = 0
+    for x, y in DataLoader(data.val, batch_size=1):
+        correct += int(session.run(None, {INPUT_NAME: x.numpy()})[0].argmax(1)[0] == int(y[0]))
+        total += 1
+    return correct / total
+
+
+def int8_rows(arch: Arch, model: nn.Module, data: DataSplits, target_us: float, folder: Path) -> list[Row]:
+    from bench_int8 import ort_quantize_static  # bench/ is the script's folder
+
+    calibration = [x.unsqueeze(0).numpy() for x, _ in (data.train[i] for i in range(32))]
+    model = copy.deepcopy(model).cpu().eval()
+    with Clock() as ours_clock:
+        ours, _ = deployable_onnx(model, arch.input_shape, "int8", layer_weight_bits(arch, "int8"), calibration)
+    with Clock() as ort_clock:
+        theirs = ort_quantize_static(export_bytes(model, arch.input_shape), calibration)
+    stats = count_stats(model, arch.input_shape)
+    rows = []
+    for name, proto_bytes, clock in (("onnxnas int8", ours.SerializeToString(), ours_clock),
+                                     ("ORT quantize_static", theirs, ort_clock)):
+        path = folder / "int8.onnx"
+        path.write_bytes(proto_bytes)
+        us = OnnxRuntimeBackend(threads=1).measure_onnx(path, PROTOCOL).median_us
+        rows.append(Row(target_us, name, [onnx_accuracy(proto_bytes, data)], us, stats.macs, stats.params,
+                        (clock.wall, clock.cpu), (0.0, 0.0), "seed 0 weights"))
+    return rows
+
+
+# ---- the table -------------------------------------------------------------------------------------
+def fmt_acc(values: list[float]) -> str:
+    pct = [100 * v for v in values]
+    return f"{statistics.mean(pct):6.2f} ± {statistics.stdev(pct):4.2f}" if len(pct) > 1 else f"{pct[0]:6.2f}       "
+
+
+def paired(row: Row, ref: Row | None) -> str:
+    if ref is None or row is ref or len(row.accuracies) != len(ref.accuracies):
+        return ""
+    return " ".join(f"{100 * (a - b):+.2f}" for a, b in zip(row.accuracies, ref.accuracies))
+
+
+def print_table(rows: list[Row], dense_us: float) -> None:
+    print(f"\n{'target':>14} {'method':<20} {'accuracy %':>15} {'vs onnxnas (per seed)':>22} {'meas us':>8} "
+          f"{'MACs':>9} {'params':>8} {'find s wall/CPU':>16} {'train s wall/CPU':>17}  note")
+    for row in rows:
+        ref = next((r for r in rows if r.target_us == row.target_us and r.method == "onnxnas"), None)
+        target = f"{row.target_us:.1f} ({row.target_us / dense_us:.2f}x)" if row.target_us else "dense"
+        print(f"{target:>14} {row.method:<20} {fmt_acc(row.accuracies):>15} {paired(row, ref):>22} {row.latency_us:8.1f} "
+              f"{row.macs:9,d} {row.params:8,d} {row.find_s[0]:7.0f}/{row.find_s[1]:<8.0f} "
+              f"{row.train_s[0]:8.0f}/{row.train_s[1]:<8.0f}  {row.note}")
+
+
+def train_seeds(make_model: Callable[[int], nn.Module], data: DataSplits, cfg: TrainConfig,
+                seeds: list[int]) -> tuple[list[float], list[nn.Module], tuple[float, float]]:
+    accs, models, wall, cpu = [], [], 0.0, 0.0
+    for seed in seeds:
+        with Clock() as clock:
+            torch.manual_seed(seed)
+            model, history = train_model(make_model(seed), data, dataclasses.replace(cfg, seed=seed),
+                                         torch.device("cpu"), progress=False)
+        accs.append(history[-1]["val_accuracy"])
+        models.append(model)
+        wall, cpu = wall + clock.wall, cpu + clock.cpu
+    return accs, models, (wall / len(seeds), cpu / len(seeds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default="0.15,0.27,0.5", help="latency targets as fractions of dense")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=20, help="training / fine-tuning epochs per model and seed")
+    parser.add_argument("--search-epochs", type=int, default=20, help="onnxnas search epochs (warm-up: 7/20 of them)")
+    parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,fastnas")
+    parser.add_argument("--quick", action="store_true",
+                        help="a 4-epoch search of 6 batches an epoch and 2 branches; unless given, one target "
+                             "(0.27), one seed, 2 epochs")
+    parser.add_argument("--out", default=None, help="keep runs and results.json here (default: a temporary folder)")
+    args = parser.parse_args()
+    search_extra: list[str] = []
+    if args.quick:  # the quick values, where the flag was left at its default
+        quick = {"targets": "0.27", "seeds": "0", "epochs": 2, "search_epochs": 4}
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+        search_extra = ["--max-batches", "6", "--bisect-branches", "2"]
+    torch.set_num_threads(1)
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench_peers_"))
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    data = load_data("digits", load_space("tiny").resolution, seed=0)  # one split for every seed
+    cfg = TrainConfig(epochs=args.epochs)
+    dense_arch = widest_arch(data.num_classes)
+    shape = dense_arch.input_shape
+
+    accs, dense_models, train_s = train_seeds(lambda s: build_model(dense_arch), data, cfg, seeds)
+    dense_us = measured_us(dense_models[0], shape, out)
+    stats = count_stats(dense_models[0], shape)
+    rows = [Row(0.0, "dense (start)", accs, dense_us, stats.macs, stats.params, (0.0, 0.0), train_s)]
+    print_table(rows, dense_us)
+
+    for fraction in (float(f) for f in args.targets.split(",")):
+        target = fraction * dense_us
+        here = out / f"target{fraction:g}"
+        here.mkdir(exist_ok=True)
+        if "onnxnas" in methods:
+            warmup = max(1, round(args.search_epochs * 7 / 20))
+            with Clock() as find:
+                code = cli(["search", "--method", "prunet", "--space", "tiny", "--lut", str(LUT), "--data", "digits",
+                            "--out", str(here / "onnxnas"), "--epochs", str(args.search_epochs),
+                            "--warmup-epochs", str(warmup), "--target-latency-us", f"{target:.2f}", *search_extra])
+            if code == 0:
+                arch = load_arch(here / "onnxnas" / "arch.json")
+                accs, models, train_s = train_seeds(lambda s: build_model(arch), data, cfg, seeds)
+                stats = count_stats(models[0], shape)
+                rows.append(Row(target, "onnxnas", accs, measured_us(models[0], shape, here), stats.macs, stats.params,
+                                (find.wall, find.cpu), train_s,
+                                f"LUT {arch.provenance['predicted_latency_us']:.1f} us, alpha "
+                                f"{arch.provenance['bisection']['chosen_alpha']:g}"))
+                rows += int8_rows(arch, models[0], data, target, here)
+            else:
+                rows.append(Row(target, "onnxnas", [0.0], float("nan"), 0, 0, (find.wall, find.cpu), (0.0, 0.0),
+                                "no arch meets the target (see the search's message)"))
+        peers: dict[str, Callable[[nn.Module], tuple[nn.Module, float, float, bool]]] = {
+            "tp-magnitude": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "magnitude", data, shape), 0.0, 0.97,
+                                                  target, shape, here),
+            "tp-taylor": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "taylor", data, shape), 0.0, 0.97,
+                                               target, shape, here),
+            "fastnas": lambda d: bisect_knob(lambda p: fastnas_pruned(d, p, data, shape, here), 100.0, 1.0,
+                                             target, shape, here),
+        }
+        for name in (m for m in methods if m in peers):
+            try:
+                found, find_wall, find_cpu, knobs, met = [], 0.0, 0.0, [], True
+                for dense in dense_models:  # the knob search runs on each seed's own dense network
+                    with Clock() as find:
+                        model, knob, _, ok = peers[name](dense)
+                    found.append(model)
+                    knobs.append(knob)
+                    met &= ok
+                    find_wall, find_cpu = find_wall + find.wall, find_cpu + find.cpu
+                accs, models, train_s = train_seeds(lambda s: found[seeds.index(s)], data, cfg, seeds)
+                stats = count_stats(models[0], shape)
+                knob_name = "FLOPs %" if name == "fastnas" else "ratio"
+                rows.append(Row(target, name, accs, measured_us(models[0], shape, here), stats.macs, stats.params,
+                                (find_wall / len(seeds), find_cpu / len(seeds)), train_s,
+                                f"{knob_name} {', '.join(f'{k:.3g}' for k in knobs)}" + ("" if met else "; MISSES target")))
+            except ImportError as exc:
+                rows.append(Row(target, name, [0.0], float("nan"), 0, 0, (0.0, 0.0), (0.0, 0.0),
+                                f"not installed ({exc.name}): pip install -e '.[peers]'"))
+            except Exception as exc:  # a peer that cannot handle these blocks is a result, not a crash
+                rows.append(Row(target, name, [0.0], float("nan"), 0, 0, (0.0, 0.0), (0.0, 0.0),
+                                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"))
+        print_table(rows, dense_us)
+    (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+    print(f"\nseeds {seeds}, {args.epochs} epochs per model, search {args.search_epochs} epochs; runs in {out}")
+
+
+if __name__ == "__main__":
+    main()
