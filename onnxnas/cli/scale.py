@@ -22,6 +22,7 @@ from onnxnas.scale.plot import plot_fit, plot_widths
 from onnxnas.scale.solve import check_budget_range, solution_arch, solve_fit, solve_uniform
 from onnxnas.scale.variables import RESIDUAL_MODES, WidthPlan
 from onnxnas.space import BUILTIN_SPACES, load_space
+from onnxnas.timing.environment import warn_if_foreign
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9}
 
@@ -93,6 +94,7 @@ def _costs(budgets: list[Budget], lut: Path | None, arch: Any, out: Path) -> dic
     costs = {b.kind: b.cost(table) for b in budgets}
     if table is not None:
         LatencyCost(table).check_arch(arch)
+        warn_if_foreign(table)  # once the table has proven usable, so a refusal stays one line
         costs["latency-us"] = TimedLatencyCost(table, out, arch.space)
     return costs
 
