@@ -14,6 +14,15 @@ from onnxnas.lut.table import LatencyTable, LutEntry
 from onnxnas.space.spec import SearchSpace
 
 OVERHEAD_US = 3.0
+SMALL = ["--space", "tiny", "--data", "synthetic", "--epochs", "4", "--warmup-epochs", "1",
+         "--max-batches", "3", "--batch-size", "16"]  # a PruNet search of seconds
+
+
+def run_search(lut: Path, out: Path, *extra: str) -> int:
+    """``onnxnas search`` on tiny with :data:`SMALL` settings; the exit status."""
+    from onnxnas.cli import main
+
+    return main(["search", "--lut", str(lut), "--out", str(out), *SMALL, *extra])
 
 
 def formula_latency(spec: BlockSpec | object) -> float:

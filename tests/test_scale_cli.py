@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "examples" / "tiny.arch.json")
 LUT = ROOT / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json"
 FAST = ["--pretrain-epochs", "1", "--max-batches", "2", "--prune-every", "2", "--batch-size", "16"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

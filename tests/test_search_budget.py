@@ -9,25 +9,19 @@ import pytest
 import torch
 
 from onnxnas.arch import load_arch
-from onnxnas.cli import main
 from onnxnas.lut.table import LatencyTable
 from onnxnas.search import trainer as trainer_module
 from onnxnas.search.alpha_bisection import log_midpoint, pick
 from onnxnas.search.runner import Variant, VariantResult
 from onnxnas.space import load_space
-from search_fixtures import write_synthetic_table
+from search_fixtures import run_search, write_synthetic_table
 
-SMALL = ["--space", "tiny", "--data", "synthetic", "--epochs", "4", "--warmup-epochs", "1",
-         "--max-batches", "3", "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
 def lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_table(load_space("tiny"), tmp_path_factory.mktemp("lut") / "tiny-test.json")
 
-
-def search(lut: Path, out: Path, *extra: str) -> int:
-    return main(["search", "--lut", str(lut), "--out", str(out), *SMALL, *extra])
 
 
 def result(alpha: float, latency: float) -> VariantResult:
@@ -49,7 +43,7 @@ def summary(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_loose_budget_bisects_down_and_ships_the_closest(lut: Path, tmp_path: Path) -> None:
-    assert search(lut, tmp_path, "--target-latency-us", "100000", "--bisect-branches", "3") == 0
+    assert run_search(lut, tmp_path, "--target-latency-us", "100000", "--bisect-branches", "3") == 0
     record = summary(tmp_path)
     assert [b["alpha"] for b in record["branches"]] == [20.0, 1.0, 0.2236]  # every branch met it: towards LO
     assert all(b["meets_budget"] for b in record["branches"])
@@ -64,7 +58,7 @@ def test_loose_budget_bisects_down_and_ships_the_closest(lut: Path, tmp_path: Pa
 
 
 def test_unreachable_budget_names_the_fastest_reached(lut: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert search(lut, tmp_path, "--target-latency-us", "1", "--bisect-branches", "1") == 2
+    assert run_search(lut, tmp_path, "--target-latency-us", "1", "--bisect-branches", "1") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the 4-epoch branch's not-settled warning
     fastest = summary(tmp_path)["branches"][0]["predicted_latency_us"]
     assert f"the fastest arch the search reached (--alpha 20) is {fastest:.1f} µs by the LUT" in err
@@ -76,7 +70,7 @@ def test_unreachable_budget_names_the_fastest_reached(lut: Path, tmp_path: Path,
 def test_killed_bisection_resumes_without_redoing_finished_branches(lut: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     budget = ("--target-latency-us", "100000", "--bisect-branches", "2")
-    assert search(lut, tmp_path / "straight", *budget) == 0
+    assert run_search(lut, tmp_path / "straight", *budget) == 0
     real = trainer_module.SearchTrainer.run_epoch
     calls = {"n": 0}
 
@@ -88,8 +82,8 @@ def test_killed_bisection_resumes_without_redoing_finished_branches(lut: Path, t
 
     monkeypatch.setattr(trainer_module.SearchTrainer, "run_epoch", interrupted)
     out = tmp_path / "resumed"
-    assert search(lut, out, *budget) == 130
-    assert search(lut, out, *budget, "--resume") == 0
+    assert run_search(lut, out, *budget) == 130
+    assert run_search(lut, out, *budget, "--resume") == 0
     assert calls["n"] == 1 + 3 + 3 + 1  # branch alpha 1 resumed from its epoch 1: nothing trained twice
     straight, resumed = summary(tmp_path / "straight"), summary(out)
     assert [b["alpha"] for b in resumed["branches"]] == [20.0, 1.0]
@@ -105,6 +99,6 @@ def test_killed_bisection_resumes_without_redoing_finished_branches(lut: Path, t
 ])
 def test_bad_budget_flags_are_one_line(lut: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                        extra: list[str], message: str) -> None:
-    assert search(lut, tmp_path, "--target-latency-us", "50", *extra) == 2
+    assert run_search(lut, tmp_path, "--target-latency-us", "50", *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

@@ -15,21 +15,16 @@ from onnxnas.lut.table import LatencyTable
 from onnxnas.search import trainer as trainer_module
 from onnxnas.search.checkpoint import load_search_state
 from onnxnas.space import load_space
-from search_fixtures import write_synthetic_table
+from search_fixtures import run_search, write_synthetic_table
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_LUT = REPO / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json"
-SMALL = ["--space", "tiny", "--data", "synthetic", "--epochs", "4", "--warmup-epochs", "1",
-         "--max-batches", "3", "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
 def lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_table(load_space("tiny"), tmp_path_factory.mktemp("lut") / "tiny-test.json")
 
-
-def search(lut: Path, out: Path, *extra: str) -> int:
-    return main(["search", "--lut", str(lut), "--out", str(out), *SMALL, *extra])
 
 
 def load_weights_into_model(arch_path: Path) -> torch.nn.Module:
@@ -84,7 +79,7 @@ def _arch_state(out: Path) -> tuple[dict, list[torch.Tensor], list[dict]]:
 
 def test_resumed_run_matches_an_uninterrupted_one(lut: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     longer = ("--warmup-epochs", "2", "--epochs", "5")
-    assert search(lut, tmp_path / "straight", *longer) == 0
+    assert run_search(lut, tmp_path / "straight", *longer) == 0
 
     real = trainer_module.SearchTrainer.run_epoch
     calls = {"n": 0}
@@ -97,12 +92,12 @@ def test_resumed_run_matches_an_uninterrupted_one(lut: Path, tmp_path: Path, mon
 
     monkeypatch.setattr(trainer_module.SearchTrainer, "run_epoch", interrupted)
     out = tmp_path / "resumed"
-    assert search(lut, out, *longer) == 130
+    assert run_search(lut, out, *longer) == 130
     assert load_search_state(out / "checkpoints" / "warmup.pt")["epoch"] == 1
-    assert search(lut, out, *longer) == 2  # a started search needs --resume
-    assert search(lut, out, *longer, "--resume") == 130
+    assert run_search(lut, out, *longer) == 2  # a started search needs --resume
+    assert run_search(lut, out, *longer, "--resume") == 130
     assert load_search_state(out / "checkpoints" / "last.pt")["epoch"] == 3
-    assert search(lut, out, *longer, "--resume") == 0
+    assert run_search(lut, out, *longer, "--resume") == 0
     assert calls["n"] == 7
 
     arch_a, theta_a, metrics_a = _arch_state(tmp_path / "straight")
@@ -114,8 +109,8 @@ def test_resumed_run_matches_an_uninterrupted_one(lut: Path, tmp_path: Path, mon
 
 
 def test_resume_refuses_other_hyperparameters(lut: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert search(lut, tmp_path) == 0
-    assert search(lut, tmp_path, "--resume", "--t-final", "0.6") == 2
+    assert run_search(lut, tmp_path) == 0
+    assert run_search(lut, tmp_path, "--resume", "--t-final", "0.6") == 2
     assert "--t-final" in capsys.readouterr().err
 
 
@@ -129,7 +124,7 @@ def test_sweep_shares_one_warmup(lut: Path, tmp_path: Path, monkeypatch: pytest.
         return line
 
     monkeypatch.setattr(trainer_module.SearchTrainer, "run_epoch", counted)
-    assert search(lut, tmp_path, "--alpha", "0.2,3", "--lambda", "0.4,0.85") == 0
+    assert run_search(lut, tmp_path, "--alpha", "0.2,3", "--lambda", "0.4,0.85") == 0
     assert phases.count("warmup") == 1 and phases.count("search") == 4 * 3
     summary = json.loads((tmp_path / "summary.json").read_text())
     rows = summary["variants"]
@@ -159,7 +154,7 @@ def test_sweep_shares_one_warmup(lut: Path, tmp_path: Path, monkeypatch: pytest.
 ])
 def test_bad_hyperparameters_name_the_flag(lut: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                           extra: list[str], flag: str) -> None:
-    assert search(lut, tmp_path / "x", *extra) == 2
+    assert run_search(lut, tmp_path / "x", *extra) == 2
     err = capsys.readouterr().err
     assert flag in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -170,7 +165,7 @@ def test_lut_missing_keys_lists_them_with_the_fill_command(lut: Path, tmp_path: 
     for key in gone:
         del table.entries[key]
     table.save(tmp_path / "partial.json")
-    assert search(tmp_path / "partial.json", tmp_path / "x") == 2
+    assert run_search(tmp_path / "partial.json", tmp_path / "x") == 2
     err = capsys.readouterr().err
     assert f"lacks {len(gone)} key(s)" in err and gone[0] in err and "onnxnas build-lut" in err
 
@@ -180,7 +175,7 @@ def test_lut_of_another_space_is_refused(lut: Path, tmp_path: Path, capsys: pyte
     data["header"]["space"]["resolution"] = 64
     data["header"]["space"]["hash"] = "0123456789abcdef"
     (tmp_path / "other.json").write_text(json.dumps(data))
-    assert search(tmp_path / "other.json", tmp_path / "x") == 2
+    assert run_search(tmp_path / "other.json", tmp_path / "x") == 2
     assert "built for space" in capsys.readouterr().err
 
 
@@ -195,10 +190,10 @@ def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_the_checkpoint(
         return loss * float("nan") if calls["n"] == 3 + 3 + 2 else loss  # epoch 3, batch 2
 
     monkeypatch.setattr(trainer_module, "search_loss", poisoned)
-    assert search(lut, tmp_path) == 2
+    assert run_search(lut, tmp_path) == 2
     err = capsys.readouterr().err
     assert "epoch 3, batch 2" in err and "epoch 2) is kept" in err
     assert load_search_state(tmp_path / "checkpoints" / "last.pt")["epoch"] == 2
     monkeypatch.setattr(trainer_module, "search_loss", real)
-    assert search(lut, tmp_path, "--resume") == 0  # and the kept checkpoint resumes
+    assert run_search(lut, tmp_path, "--resume") == 0  # and the kept checkpoint resumes
     check_fits_space(load_arch(tmp_path / "arch.json"), load_space("tiny"))
