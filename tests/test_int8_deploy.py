@@ -15,12 +15,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+import passes
 from onnxnas.arch import load_arch
 from onnxnas.deploy.concrete import build_concrete, layer_weight_bits, quantized_reference
 from onnxnas.deploy.graph import deployable_onnx
 from onnxnas.deploy.inputs import sample_inputs
 from onnxnas.deploy.verify import TOLERANCES
+from onnxnas.errors import OnnxNasError
 from onnxnas.export import INPUT_NAME
+from onnxnas.timing.onnx_file import int8_flavor
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.arch.json"
 
@@ -111,6 +114,12 @@ def test_ort_flavor_is_unsigned_exactly_after_absorbed_relus(tiny_int8_ort) -> N
     # 5 ReLUs feed a Conv, 1 feeds the head's pool, whose output (and its flatten's) is non-negative too
     assert Counter(producers[n.input[0]].op_type for n in unsigned) == {"Relu": 6, "GlobalAveragePool": 1, "Reshape": 1}
     assert not any(n.op_type == "LeakyRelu" for n in proto.graph.node)
+
+
+def test_flavor_follows_the_backend_and_unknown_ones_are_refused() -> None:
+    assert [int8_flavor(b) for b in ("tensorrt", "trtexec", "onnxruntime", None)] == ["tensorrt", "tensorrt", "ort", "ort"]
+    with pytest.raises(OnnxNasError, match="flavor"):
+        passes.default_pipeline("int8", calibration_batches=[np.zeros((1, 3, 8, 8), np.float32)], flavor="cuda")
 
 
 def test_ort_flavor_matches_pytorch_within_the_stated_tolerance(tiny_int8_ort) -> None:
