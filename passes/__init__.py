@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxnas.errors import OnnxNasError, choice_error
-from passes.check import CheckAndInferPass
+from passes.check import CheckAndInferPass, check_tensorrt_qdq
 from passes.eliminate import cleanup_passes
 from passes.fold_bn import FoldBatchNormPass
 from passes.fp16 import ConvertFloat16Pass
@@ -42,6 +42,7 @@ __all__ = [
     "QuantizeActivationsPass",
     "QuantizeWeightsPass",
     "calibrate_activation_ranges",
+    "check_tensorrt_qdq",
     "cleanup_passes",
     "default_pipeline",
     "quantize_weight",
@@ -90,7 +91,7 @@ def default_pipeline(
         steps += [IntegerOpsPass(flavor), QuantizeActivationsPass(batches=calibration_batches, flavor=flavor)]
     if precision == "fp16":
         steps.append(ConvertFloat16Pass())
-    steps += [cleanup_passes(), CheckAndInferPass()]
+    steps += [cleanup_passes(), CheckAndInferPass(tensorrt_rules=flavor == "tensorrt")]
     return ir.passes.PassManager(steps)
 
 

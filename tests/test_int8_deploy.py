@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
@@ -114,6 +115,12 @@ def test_ort_flavor_is_unsigned_exactly_after_absorbed_relus(tiny_int8_ort) -> N
     # 5 ReLUs feed a Conv, 1 feeds the head's pool, whose output (and its flatten's) is non-negative too
     assert Counter(producers[n.input[0]].op_type for n in unsigned) == {"Relu": 6, "GlobalAveragePool": 1, "Reshape": 1}
     assert not any(n.op_type == "LeakyRelu" for n in proto.graph.node)
+
+
+def test_tensorrt_rule_check_passes_its_flavor_and_refuses_the_ort_one(tiny_int8, tiny_int8_ort) -> None:
+    passes.check_tensorrt_qdq(ir.from_proto(tiny_int8[0]).graph)  # the pipeline ran it too; it must stay quiet
+    with pytest.raises(ValueError, match="TensorRT needs a constant INT8 zero point of 0"):
+        passes.check_tensorrt_qdq(ir.from_proto(tiny_int8_ort[0]).graph)
 
 
 def test_flavor_follows_the_backend_and_unknown_ones_are_refused() -> None:
