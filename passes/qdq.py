@@ -5,6 +5,11 @@ symmetric, have zero point 0 and strictly positive constant scales, with weights
 per output channel. Weights are stored as INT8 initializer -> DequantizeLinear ->
 op. TensorRT has no 1-bit or INT4 Conv, so narrower bitwidths are written as INT8
 on a coarser grid; the true size is for the caller to report.
+
+Activations come in two flavors (``FLAVORS``): ``tensorrt``, INT8 zero point 0 on every
+tensor, and ``ort`` for ONNX Runtime CPU, the same except UINT8 zero point 0 (scale
+max/255) on a ReLU's output where ORT then absorbs the ReLU into the Conv before it
+(see :func:`unsigned_relu`). The ort flavor's graphs are not for TensorRT.
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ def _insert_weight_dq(node: ir.Node, bits: Bits, absmax: Range | None) -> ir.Val
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
-    """Give every activation an integer kernel touches a per-tensor symmetric INT8 Q -> DQ pair.
+    """Give every activation an integer kernel touches a per-tensor zero-point-0 Q -> DQ pair.
 
     ORT (and TensorRT) run an op as an integer kernel only when each float data input
     comes from DequantizeLinear and its output goes straight into QuantizeLinear. So
@@ -162,7 +167,9 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
     Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
     sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
-    model as this pass receives it, so tensor names match after earlier passes.
+    model as this pass receives it, so tensor names match after earlier passes. ``flavor``
+    ``ort`` quantizes the output of each :func:`unsigned_relu` (and of a pool or Reshape of
+    it) to UINT8 instead, with no pair between the Conv and that Relu.
 
     Attributes:
         scales: tensor name -> scale used by the last call.
