@@ -24,7 +24,8 @@ from onnxnas.deploy.inputs import sample_inputs
 from onnxnas.deploy.verify import TOLERANCES
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import INPUT_NAME
-from onnxnas.timing.onnx_file import int8_flavor
+from onnxnas.timing.base import TimingJob
+from onnxnas.timing.onnx_file import export_job, int8_flavor
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.arch.json"
 
@@ -127,6 +128,17 @@ def test_flavor_follows_the_backend_and_unknown_ones_are_refused() -> None:
     assert [int8_flavor(b) for b in ("tensorrt", "trtexec", "onnxruntime", None)] == ["tensorrt", "tensorrt", "ort", "ort"]
     with pytest.raises(OnnxNasError, match="flavor"):
         passes.default_pipeline("int8", calibration_batches=[np.zeros((1, 3, 8, 8), np.float32)], flavor="cuda")
+
+
+def test_int8_timing_exports_in_the_flavor_asked_for(tmp_path: Path) -> None:
+    block = lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),  # noqa: E731
+                                        torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1)).eval()
+    zero_point_types = {}
+    for flavor in ("ort", "tensorrt"):
+        path = export_job(TimingJob("block", block, (1, 3, 8, 8), "int8", tmp_path / f"{flavor}.onnx"), flavor)
+        zero_point_types[flavor] = {numpy_helper.to_array(t).dtype.name for t in onnx.load(str(path)).graph.initializer
+                                    if t.name.endswith("zero_point")}
+    assert zero_point_types == {"ort": {"int8", "uint8"}, "tensorrt": {"int8"}}
 
 
 def test_ort_flavor_matches_pytorch_within_the_stated_tolerance(tiny_int8_ort) -> None:
