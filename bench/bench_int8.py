@@ -5,7 +5,7 @@ since no image set ships at that size) it builds, from the same random-init netw
 BN statistics:
 
   fp32         onnxnas's fp32 deployable ONNX
-  onnxnas      onnxnas's int8 deployable ONNX (passes.default_pipeline("int8"))
+  onnxnas      onnxnas's int8 deployable ONNX in the ort flavor (passes.default_pipeline("int8", flavor="ort"))
   ort-static   onnxruntime.quantization.quantize_static of the fp32 file (QDQ, s8/s8, per-channel,
                same calibration images, MinMax)
 
@@ -133,7 +133,7 @@ def bench(name: str, rounds: int, per_round: int, profile: bool = False) -> None
     fp32, _ = deployable_onnx(concrete.module, arch.input_shape, "fp32", layer_weight_bits(arch, "fp32"))
     bits = layer_weight_bits(arch, "int8")
     start = time.perf_counter()
-    int8, _ = deployable_onnx(concrete.module, arch.input_shape, "int8", bits, samples.calibration)
+    int8, _ = deployable_onnx(concrete.module, arch.input_shape, "int8", bits, samples.calibration, flavor="ort")
     pipeline_s = time.perf_counter() - start
     models = {"fp32": fp32.SerializeToString(), "onnxnas int8": int8.SerializeToString()}
     models["ort quantize_static"] = ort_quantize_static(models["fp32"], samples.calibration)

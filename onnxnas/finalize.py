@@ -33,6 +33,7 @@ from onnxnas.space import load_space
 from onnxnas.stats import count_stats
 from onnxnas.timing.base import TimingBackend, TimingProtocol
 from onnxnas.timing.environment import warn_if_foreign
+from onnxnas.timing.onnx_file import int8_flavor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +78,12 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
     bits = layer_weight_bits(arch, options.precision)
     grids = weight_grids(checkpoint.quantizers, concrete.module, checkpoint.source) if checkpoint else None
     stats = count_stats(concrete.module, arch.input_shape)
-    proto, pass_report = deployable_onnx(concrete.module, arch.input_shape, options.precision, bits,
-                                         samples.calibration if options.precision == "int8" else None, grids)
-    warn_if_foreign(options.lut)
     want_engine = tensorrt_available() if options.engine is None else options.engine
+    # int8 Q/DQ layout: TensorRT's rules when an engine is built or TensorRT times it, else ORT CPU's
+    flavor = "tensorrt" if want_engine else int8_flavor(getattr(options.backend, "name", None))
+    proto, pass_report = deployable_onnx(concrete.module, arch.input_shape, options.precision, bits,
+                                         samples.calibration if options.precision == "int8" else None, grids, flavor)
+    warn_if_foreign(options.lut)
     with staging(options.out) as stage:
         onnx_path = atomic_write_bytes(stage / ONNX_FILE, proto.SerializeToString())
         load_onnx(onnx_path)
@@ -97,6 +100,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
             "arch": {"path": str(arch_path), "hash": arch.hash, "space": arch.space, "spec": arch.to_dict()},
             "weights": concrete.weights,
             "precision": options.precision,
+            "int8_flavor": flavor if options.precision == "int8" else None,
             "opset": OPSET,
             **io_signature(proto),
             "files": {"onnx": file_record(onnx_path), "engine": file_record(stage / ENGINE_FILE) if engine else None,

@@ -14,13 +14,14 @@ import onnx
 import onnx_ir as ir
 
 from onnxnas.errors import OnnxNasError, choice_error
-from passes.check import CheckAndInferPass
+from passes.check import CheckAndInferPass, check_tensorrt_qdq
 from passes.eliminate import cleanup_passes
 from passes.fold_bn import FoldBatchNormPass
 from passes.fp16 import ConvertFloat16Pass
 from passes.integer_ops import IntegerOpsPass
 from passes.prune_channels import DropZeroChannelsPass
 from passes.qdq import (
+    FLAVORS,
     FLOAT_BITS,
     Bits,
     Range,
@@ -34,12 +35,14 @@ __all__ = [
     "CheckAndInferPass",
     "ConvertFloat16Pass",
     "DropZeroChannelsPass",
+    "FLAVORS",
     "FoldBatchNormPass",
     "IntegerOpsPass",
     "PRECISIONS",
     "QuantizeActivationsPass",
     "QuantizeWeightsPass",
     "calibrate_activation_ranges",
+    "check_tensorrt_qdq",
     "cleanup_passes",
     "default_pipeline",
     "quantize_weight",
@@ -55,6 +58,7 @@ def default_pipeline(
     weight_bits: Mapping[str, Bits] | int | None = None,
     weight_ranges: Mapping[str, Range] | None = None,
     calibration_batches: Sequence[np.ndarray] | None = None,
+    flavor: str = "tensorrt",
 ) -> ir.passes.PassManager:
     """Weight QDQ -> fold BN -> cleanup -> drop zero channels -> cleanup -> activation QDQ -> fp16 -> cleanup -> check.
 
@@ -64,7 +68,12 @@ def default_pipeline(
     BN folds into their scales, on ``weight_ranges`` (trained clip ranges, keyed like
     ``weight_bits``) where given, so a trained grid's integers ship unchanged. Read what
     the passes recorded (e.g. ``DropZeroChannelsPass.dropped``) from ``pipeline.passes``.
+    ``flavor`` (int8 only) is the runtime the Q/DQ layout is for: ``tensorrt`` (INT8 zero
+    point 0 everywhere) or ``ort`` (also UINT8 after a ReLU between Convs, see
+    :func:`passes.qdq.unsigned_relu`).
     """
+    if flavor not in FLAVORS:
+        raise choice_error("flavor", flavor, FLAVORS)
     if precision not in PRECISIONS:
         raise choice_error("precision", precision, PRECISIONS)
     if precision == "int8":
@@ -79,10 +88,10 @@ def default_pipeline(
         steps.append(QuantizeWeightsPass(weight_bits, weight_ranges))
     steps += [FoldBatchNormPass(), cleanup_passes(), DropZeroChannelsPass(), cleanup_passes()]
     if precision == "int8":
-        steps += [IntegerOpsPass(), QuantizeActivationsPass(batches=calibration_batches)]
+        steps += [IntegerOpsPass(flavor), QuantizeActivationsPass(batches=calibration_batches, flavor=flavor)]
     if precision == "fp16":
         steps.append(ConvertFloat16Pass())
-    steps += [cleanup_passes(), CheckAndInferPass()]
+    steps += [cleanup_passes(), CheckAndInferPass(tensorrt_rules=flavor == "tensorrt")]
     return ir.passes.PassManager(steps)
 
 

@@ -13,7 +13,9 @@ equal op is inside:
   Conv, so a Relu would otherwise run in float between a DQ and a Q. A Relu whose
   output is read twice (the SE's pool and Mul) stays float: it is then the fan-out node
   that gives each integer reader its private Q (``DQ -> Relu -> Q, Q``), one node fewer
-  than ``QLinearLeakyRelu -> DQ -> Max -> Q, Q``.
+  than ``QLinearLeakyRelu -> DQ -> Max -> Q, Q``. In the ``ort`` flavor a Relu between
+  two Convs stays a Relu (:func:`passes.qdq.unsigned_relu`): ORT absorbs it into the
+  Conv under a UINT8 Q.
 - ``Gemm(A, B, C)`` is ``Gemm(A, B) + C``: ORT's QGemm takes a bias only as INT32 from a
   DequantizeLinear, which TensorRT has no form of, so a float bias keeps the classifier
   a float Gemm that dequantizes its weight on every call (GPUNet-1: 1.28 M weights).
@@ -29,6 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from passes._graph import add_initializer, const_array, optional_input
+from passes.qdq import FLAVORS, unsigned_relu
 
 __all__ = ["IntegerOpsPass"]
 
@@ -40,16 +43,21 @@ class IntegerOpsPass(ir.passes.InPlacePass):
         rewritten: op type -> how many nodes of it the last call replaced.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flavor: str = "tensorrt") -> None:
         super().__init__()
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+        self.flavor = flavor
         self.rewritten: dict[str, int] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.rewritten = {}
-        for node in list(model.graph):
+        # Relus last: whether one stays a Relu (ort flavor) depends on its readers being rewritten already
+        for node in sorted(model.graph, key=lambda n: n.op_type == "Relu"):
             if node.domain != "":
                 continue
-            if node.op_type == "Relu" and len(node.outputs[0].uses()) == 1:
+            if node.op_type == "Relu" and len(node.outputs[0].uses()) == 1 and not (
+                    self.flavor == "ort" and unsigned_relu(node)):
                 replacement = [ir.node("LeakyRelu", [node.inputs[0]], {"alpha": 0.0}, name=node.name)]
             elif node.op_type == "ReduceMean" and _spatial_mean(node):
                 replacement = _global_average_pool(node)

@@ -5,6 +5,11 @@ symmetric, have zero point 0 and strictly positive constant scales, with weights
 per output channel. Weights are stored as INT8 initializer -> DequantizeLinear ->
 op. TensorRT has no 1-bit or INT4 Conv, so narrower bitwidths are written as INT8
 on a coarser grid; the true size is for the caller to report.
+
+Activations come in two flavors (``FLAVORS``): ``tensorrt``, INT8 zero point 0 on every
+tensor, and ``ort`` for ONNX Runtime CPU, the same except UINT8 zero point 0 (scale
+max/255) on a ReLU's output where ORT then absorbs the ReLU into the Conv before it
+(see :func:`unsigned_relu`). The ort flavor's graphs are not for TensorRT.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ from passes._graph import add_initializer, const_array, fresh_name, one_output_n
 from passes._weights import MIN_SCALE, QuantizedWeight, dequantize_node
 
 __all__ = [
+    "FLAVORS",
     "INTEGER_OPS",
     "QuantizeActivationsPass",
     "QuantizeWeightsPass",
     "activation_tensors",
     "calibrate_activation_ranges",
     "quantize_weight",
+    "unsigned_relu",
 ]
+
+# How activations are quantized: ``tensorrt`` INT8 zero point 0 everywhere (the only Q/DQ TensorRT
+# accepts); ``ort`` additionally UINT8 zero point 0 after a ReLU, which ONNX Runtime CPU absorbs.
+FLAVORS = ("tensorrt", "ort")
 
 FLOAT_BITS = 32
 _QUANTIZED_OPS = ("Conv", "Gemm")
@@ -141,7 +152,7 @@ def _insert_weight_dq(node: ir.Node, bits: Bits, absmax: Range | None) -> ir.Val
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
-    """Give every activation an integer kernel touches a per-tensor symmetric INT8 Q -> DQ pair.
+    """Give every activation an integer kernel touches a per-tensor zero-point-0 Q -> DQ pair.
 
     ORT (and TensorRT) run an op as an integer kernel only when each float data input
     comes from DequantizeLinear and its output goes straight into QuantizeLinear. So
@@ -156,7 +167,9 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
     Give either ``ranges`` (tensor name -> absmax, or (min, max)) or ``batches`` of
     sample inputs; with batches the ranges are calibrated with ONNX Runtime on the
-    model as this pass receives it, so tensor names match after earlier passes.
+    model as this pass receives it, so tensor names match after earlier passes. ``flavor``
+    ``ort`` quantizes the output of each :func:`unsigned_relu` (and of a pool or Reshape of
+    it) to UINT8 instead, with no pair between the Conv and that Relu.
 
     Attributes:
         scales: tensor name -> scale used by the last call.
@@ -167,10 +180,14 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
         ranges: Mapping[str, float | tuple[float, float]] | None = None,
         *,
         batches: Sequence[np.ndarray] | None = None,
+        flavor: str = "tensorrt",
     ) -> None:
         super().__init__()
         if (ranges is None) == (batches is None):
             raise ValueError("give exactly one of ranges or batches")
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
+        self.flavor = flavor
         self.ranges = ranges
         self.batches = batches
         self.scales: dict[str, float] = {}
@@ -178,22 +195,25 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         ShapeInferencePass()(model)  # only float32 tensors are quantized: dtypes must be known
         graph = model.graph
-        targets = activation_tensors(graph)
+        targets = activation_tensors(graph, self.flavor)
         if self.batches is not None:
             ranges = calibrate_activation_ranges(ir.to_proto(model), self.batches, [v.name for v in targets])
         else:
             ranges = {k: max(abs(r[0]), abs(r[1])) if isinstance(r, tuple) else r for k, r in self.ranges.items()}
         self.scales = {}
+        unsigned = {v.name for v in targets if _unsigned_output(v, self.flavor)}
         for value in targets:
             source = _same_scale_source(value)
             if source is not None and source.name in self.scales:
                 self.scales[value.name] = self.scales[source.name]
             elif value.name in ranges:
-                self.scales[value.name] = max(float(ranges[value.name]) / 127.0, MIN_SCALE)
+                qmax = 255.0 if value.name in unsigned else 127.0
+                self.scales[value.name] = max(float(ranges[value.name]) / qmax, MIN_SCALE)
             else:
                 raise ValueError(f"no calibration range for {value.name!r}")
         for value in targets:
-            _insert_activation_qdq(graph, value, self.scales[value.name])
+            zero_point = np.uint8(0) if value.name in unsigned else np.int8(0)
+            _insert_activation_qdq(graph, value, self.scales[value.name], zero_point)
         return ir.passes.PassResult(model, modified=bool(targets))
 
 
@@ -206,21 +226,64 @@ _SAME_SCALE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Ma
 _FLOAT_OUTPUT_OPS = frozenset({"Gemm", "MatMul"})
 
 
-def activation_tensors(graph: ir.Graph) -> list[ir.Value]:
+def activation_tensors(graph: ir.Graph, flavor: str = "tensorrt") -> list[ir.Value]:
     """The float32 activations (not constants) that ``QuantizeActivationsPass`` quantizes, in graph order."""
     candidates = [*graph.inputs, *(out for node in graph for out in node.outputs)]
-    return [v for v in candidates if v.dtype == ir.DataType.FLOAT and _wants_qdq(v)]
+    return [v for v in candidates if v.dtype == ir.DataType.FLOAT and _wants_qdq(v, flavor)]
 
 
-def _wants_qdq(value: ir.Value) -> bool:
+def unsigned_relu(node: ir.Node) -> bool:
+    """A Relu the ``ort`` flavor quantizes to UINT8 zero point 0, so ORT fuses Conv + Relu + Q into one QLinearConv.
+
+    ORT drops a Relu before a Q whose zero point is the type's minimum (never so for INT8
+    zero point 0), and only while the Relu is a Conv's only reader and feeds one Q. Its
+    UINT8 output may reach only readers that take UINT8 whatever their other inputs are
+    (see :func:`_takes_unsigned`): QLinearAdd and QLinearMul want both inputs of one type.
+    """
+    if node.domain != "" or node.op_type != "Relu":
+        return False
+    producer, out = node.inputs[0].producer(), node.outputs[0]
+    return (producer is not None and producer.op_type == "Conv" and producer.domain == ""
+            and len(node.inputs[0].uses()) == 1 and not node.inputs[0].is_graph_output()
+            and len(out.uses()) == 1 and _takes_unsigned(out))
+
+
+# Ops whose output is non-negative when their data input is, and that run on UINT8 then.
+_SIGN_KEEPING_OPS = _SAME_SCALE_OPS | {"GlobalAveragePool", "AveragePool"}
+
+
+def _takes_unsigned(value: ir.Value) -> bool:
+    """Whether every reader of the non-negative ``value`` runs on UINT8: a Conv/Gemm's data input, or a pool/Reshape that passes it on."""
+    if value.is_graph_output():
+        return False
+    for node, index in value.uses():
+        if node.domain != "" or index != 0:
+            return False
+        if node.op_type not in ("Conv", "Gemm", "MatMul") and not (
+                node.op_type in _SIGN_KEEPING_OPS and _takes_unsigned(node.outputs[0])):
+            return False
+    return True
+
+
+def _unsigned_output(value: ir.Value, flavor: str) -> bool:
+    """In the ``ort`` flavor: the output of an absorbed Relu, or of a pool/Reshape of one."""
     producer = value.producer()
+    if flavor != "ort" or producer is None or producer.domain != "":
+        return False
+    return unsigned_relu(producer) or (producer.op_type in _SIGN_KEEPING_OPS and _unsigned_output(producer.inputs[0], flavor))
+
+
+def _wants_qdq(value: ir.Value, flavor: str = "tensorrt") -> bool:
+    producer = value.producer()
+    if flavor == "ort" and any(unsigned_relu(node) for node, _ in value.uses()):
+        return False  # the Conv output before an absorbed Relu: the Q after the Relu is its output
     if value.const_value is not None or (producer is not None and producer.op_type in ("DequantizeLinear", "Constant")):
         return False
     if any(_reads_integer(node, index) for node, index in value.uses()):
         return True
     if producer is None or producer.domain != "" or producer.op_type in _FLOAT_OUTPUT_OPS:
         return False  # a float-output integer kernel has no consumer that reads INT8 (checked above)
-    return _integer_op(producer) or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0]))
+    return _integer_op(producer) or (producer.op_type in _SAME_SCALE_OPS and _wants_qdq(producer.inputs[0], flavor))
 
 
 def _reads_integer(node: ir.Node, index: int) -> bool:
@@ -269,7 +332,7 @@ def _same_scale_source(value: ir.Value) -> ir.Value | None:
     return producer.inputs[0]
 
 
-def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> None:
+def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float, zero_point: np.generic) -> None:
     """value -> Q -> DQ for one reader; a fan-out gives each integer reader a pair of its own.
 
     ORT turns INT8 Q/DQ into the UINT8 its x86 kernels take only where a Q feeds exactly
@@ -292,7 +355,7 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
     if fans_out and not _needs_own_pair(value):
         readers = value
     else:
-        readers = _qdq_pair(graph, value, scale, name)
+        readers = _qdq_pair(graph, value, scale, zero_point, name)
         if fans_out:
             lowest = add_initializer(graph, f"{name}_fanout_lowest", np.array(np.finfo(np.float32).min, np.float32))
             fanout = one_output_node(graph, "Max", [readers, lowest], {}, f"{name}_fanout", ir.DataType.FLOAT)
@@ -300,7 +363,7 @@ def _insert_activation_qdq(graph: ir.Graph, value: ir.Value, scale: float) -> No
             graph.insert_after(readers.producer(), fanout)
             readers = fanout.outputs[0]
     for (node, index), own_pair in zip(uses, private):
-        node.replace_input_with(index, _qdq_pair(graph, readers, scale, name) if own_pair else readers)
+        node.replace_input_with(index, _qdq_pair(graph, readers, scale, zero_point, name) if own_pair else readers)
     if was_output and readers is not value:  # the graph output keeps its name, now on the dequantized tensor
         graph.outputs[graph.outputs.index(value)] = readers
         value.name = fresh_name(graph, f"{name}_float")
@@ -313,13 +376,14 @@ def _needs_own_pair(value: ir.Value) -> bool:
     return producer is not None and (_integer_op(producer) or producer.op_type in _SAME_SCALE_OPS)
 
 
-def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, name: str) -> ir.Value:
+def _qdq_pair(graph: ir.Graph, value: ir.Value, scale: float, zero_point: np.generic, name: str) -> ir.Value:
     """Insert Q -> DQ of ``value`` (scale and zero point its own initializers) after its producer."""
     inputs = [
         add_initializer(graph, f"{name}_scale", np.array(scale, np.float32)),
-        add_initializer(graph, f"{name}_zero_point", np.array(0, np.int8)),
+        add_initializer(graph, f"{name}_zero_point", np.array(zero_point)),
     ]
-    quant = one_output_node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", ir.DataType.INT8)
+    quantized = ir.DataType.from_numpy(np.asarray(zero_point).dtype)
+    quant = one_output_node(graph, "QuantizeLinear", [value, *inputs], {}, f"{name}_quantized", quantized)
     dequant = one_output_node(graph, "DequantizeLinear", [quant.outputs[0], *inputs], {}, f"{name}_dequantized", ir.DataType.FLOAT)
     quant.outputs[0].shape = dequant.outputs[0].shape = value.shape
     producer = value.producer()

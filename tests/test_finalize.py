@@ -21,6 +21,7 @@ from onnxnas.arch import load_arch
 from onnxnas.blocks import build_model
 from onnxnas.cli import main
 from onnxnas.deploy import verify as verify_module
+from onnxnas.deploy.engine import tensorrt_available
 from onnxnas.lut.key import arch_units
 from onnxnas.lut.table import FORMAT_VERSION, LatencyTable, LutEntry
 from onnxnas.stats import count_stats
@@ -175,6 +176,8 @@ def test_reduced_precisions_finalize_and_reverify(precision: str, tmp_path: Path
     assert manifest["precision"] == precision
     assert manifest["verification"]["tolerance"] == verify_module.TOLERANCES[precision]
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node}
+    # the Q/DQ layout follows the deployment: TensorRT's rules when it builds an engine, else ORT CPU's
+    assert manifest["int8_flavor"] == (None if precision != "int8" else "tensorrt" if tensorrt_available() else "ort")
     if precision == "int8":
         assert "calibrated on synthetic data" in err and {"QuantizeLinear", "DequantizeLinear"} <= ops
         assert manifest["calibration"] == {"data": "synthetic", "samples": 8}

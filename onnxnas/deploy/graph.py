@@ -23,11 +23,13 @@ from onnxnas.export import export_bytes
 
 def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: str, bits: dict[str, int],
                     calibration: Sequence[np.ndarray] | None = None,
-                    grids: Mapping[str, WeightGrid] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                    grids: Mapping[str, WeightGrid] | None = None,
+                    flavor: str = "tensorrt") -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Export ``module`` and run weight QDQ -> fold BN -> drop zero channels -> activation QDQ -> fp16 -> check.
 
     ``grids`` (parameter name -> trained range and bits, :mod:`onnxnas.deploy.grids`) put
     those weights on their trained grids instead of max|w|; BN then folds into the scales.
+    ``flavor`` is the int8 Q/DQ layout's runtime (``passes.FLAVORS``: ``tensorrt`` or ``ort``).
 
     Works on any module with one input, a whole network or a single block: ``bits`` maps
     parameter-name prefixes to weight bits (``{"": 8}`` puts every weight of a block on 8
@@ -40,7 +42,7 @@ def deployable_onnx(module: nn.Module, input_shape: tuple[int, ...], precision: 
     node_grids = {node: grid_for(param, grids, bits_for(param, bits)) for node, param in weight_params(exported).items()}
     pipeline = passes.default_pipeline(precision, weight_bits={node: b for node, (b, _) in node_grids.items()},
                                        weight_ranges={node: r for node, (_, r) in node_grids.items() if r is not None},
-                                       calibration_batches=calibration)
+                                       calibration_batches=calibration, flavor=flavor)
     return passes.run_passes(exported, pipeline), _pass_report(pipeline)
 
 

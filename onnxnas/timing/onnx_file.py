@@ -16,28 +16,39 @@ from onnxnas.fileio import atomic_write_bytes
 from onnxnas.timing.base import Measurement, TimingJob, TimingProtocol
 
 
-def export_job(job: TimingJob) -> Path:
-    """Export the job's ONNX once, in the job's precision; the file is the cache."""
+# Backends that run TensorRT, whose int8 graphs take only INT8 zero-point-0 Q/DQ (passes.FLAVORS).
+TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec"})
+
+
+def int8_flavor(backend_name: str | None) -> str:
+    """The int8 Q/DQ layout a backend runs as deployed: ``tensorrt`` for TensorRT backends, else ``ort``."""
+    return "tensorrt" if backend_name in TENSORRT_BACKENDS else "ort"
+
+
+def export_job(job: TimingJob, flavor: str = "tensorrt") -> Path:
+    """Export the job's ONNX once, in the job's precision (int8 in ``flavor``); the file is the cache."""
     path = Path(job.onnx_path)
     if not path.exists():
-        export_for_timing(job.build_module(), job.input_shape, path, job.precision)
+        export_for_timing(job.build_module(), job.input_shape, path, job.precision, flavor)
     return path
 
 
-def export_for_timing(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, precision: str) -> Path:
+def export_for_timing(module: torch.nn.Module, input_shape: tuple[int, ...], path: Path, precision: str,
+                      flavor: str = "tensorrt") -> Path:
     """Write the ONNX that timing at ``precision`` measures, for a block or a whole network.
 
     int8 is timed as it deploys: the module goes through finalize's own pipeline (BN fold,
     INT8 weights, calibrated activation Q/DQ), since INT8 comes only from explicit
     QuantizeLinear/DequantizeLinear nodes (the only INT8 TensorRT 11 accepts) and their
-    placement decides which kernels run.
+    placement decides which kernels run; ``flavor`` is the backend's layout (:func:`int8_flavor`).
     """
     if precision == "int8":
-        return atomic_write_bytes(path, int8_onnx(module, input_shape).SerializeToString())
+        return atomic_write_bytes(path, int8_onnx(module, input_shape, flavor=flavor).SerializeToString())
     return export_onnx(module, input_shape, path, precision)
 
 
-def int8_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], batches: int = 4) -> onnx.ModelProto:
+def int8_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], batches: int = 4,
+              flavor: str = "tensorrt") -> onnx.ModelProto:
     """``module`` at INT8 exactly as finalize deploys it, calibrated on seeded normal inputs.
 
     Random inputs are enough for timing: the kernels ORT and TensorRT pick depend on
@@ -47,7 +58,7 @@ def int8_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], batches: in
 
     rng = np.random.default_rng(0)
     calibration = [rng.standard_normal(input_shape).astype(np.float32) for _ in range(batches)]
-    proto, _ = deployable_onnx(module, input_shape, "int8", {"": 8}, calibration)
+    proto, _ = deployable_onnx(module, input_shape, "int8", {"": 8}, calibration, flavor=flavor)
     return proto
 
 
@@ -69,7 +80,7 @@ class OnnxFileBackend:
     precision = "fp32"  # used by measure_onnx; measure() uses the job's precision
 
     def measure(self, job: TimingJob, protocol: TimingProtocol) -> Measurement:
-        return self._measure(export_job(job), protocol, job.precision)
+        return self._measure(export_job(job, int8_flavor(getattr(self, "name", None))), protocol, job.precision)
 
     def measure_onnx(self, onnx_path: Path, protocol: TimingProtocol) -> Measurement:
         if not Path(onnx_path).is_file():
