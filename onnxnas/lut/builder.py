@@ -31,7 +31,7 @@ from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingJob, TimingProtocol
 from onnxnas.timing.devices import backend_for
 from onnxnas.timing.environment import host_environment
-from onnxnas.timing.onnx_file import identity_model
+from onnxnas.timing.onnx_file import identity_model, int8_flavor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +112,9 @@ class BuildConfig:
 
     @property
     def cache_dir(self) -> Path:
-        return self.out.parent / ".onnx-cache" / f"{self.space.name}-{self.space.hash}-{self.precision}"
+        """Exported blocks are cached per space, precision and (int8) Q/DQ flavor of the backend."""
+        flavor = f"-{int8_flavor(self.backend.name)}" if self.precision == "int8" else ""
+        return self.out.parent / ".onnx-cache" / f"{self.space.name}-{self.space.hash}-{self.precision}{flavor}"
 
 
 def overhead_key(input_shape: Sequence[int], precision: str) -> str:

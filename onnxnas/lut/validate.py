@@ -30,7 +30,7 @@ from onnxnas.lut.table import LatencyTable
 from onnxnas.space.choose import random_arch
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend, TimingProtocol
-from onnxnas.timing.onnx_file import export_for_timing
+from onnxnas.timing.onnx_file import export_for_timing, int8_flavor
 
 
 def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float | None]:
@@ -108,7 +108,8 @@ def validate_table(table: LatencyTable, space: SearchSpace, backend: TimingBacke
     units = [arch_units(arch, table.precision, table.batch_size) for arch in archs]
     for arch_units_ in units:  # fail before any timing if the table cannot predict them
         table.require(u.key for u in arch_units_)
-    paths = [export_for_timing(build_model(arch), arch.input_shape, workdir / f"validate-{index}.onnx", table.precision)
+    paths = [export_for_timing(build_model(arch), arch.input_shape, workdir / f"validate-{index}.onnx", table.precision,
+                               int8_flavor(backend.name))
              for index, arch in enumerate(archs)]
     measured = np.full(len(archs), np.inf)
     with tqdm(total=rounds * len(archs), desc="lut validate", unit="run", disable=not progress) as bar:
