@@ -36,6 +36,9 @@ from onnxnas.compress.quantizer import FLOAT_BITS, LearnedRanges
 from onnxnas.data import DataSplits
 from onnxnas.deploy.checkpoint import Checkpoint, fit_state_dict
 from onnxnas.errors import OnnxNasError
+from onnxnas.schema import Fields
+from onnxnas.search.checkpoint import capture_rng, check_tensors, restore_rng
+from onnxnas.search.loop import NonFiniteLoss
 from onnxnas.search.schedules import cosine
 from onnxnas.train import evaluate
 
@@ -52,6 +55,10 @@ class FinetuneConfig:
     max_batches: int | None = None
     seed: int = 0
     number_format: str = "grid"
+
+    FLAGS = {"epochs": "--epochs", "quant_noise": "--quant-noise", "lr": "--lr", "batch_size": "--batch-size",
+             "max_batches": "--max-batches", "seed": "--seed", "number_format": "--number-format",
+             "arch_hash": "the arch (hash)", "data": "--data"}
 
     def stage_epochs(self) -> tuple[int, int, int]:
         """(quantize, prune, both) epoch counts: 50/30/20% of --epochs, every stage at least one epoch."""
@@ -136,45 +143,102 @@ class CompressedNetwork(nn.Module):
         return {name: float(t.ranges.ranges[0].detach()) for name, t in self.tensors.items() if t.bits != FLOAT_BITS}
 
 
-def finetune(arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: FinetuneConfig,
-             progress: bool = True) -> tuple[CompressedNetwork, list[dict[str, Any]]]:
-    """Run the three stages; returns the network (final stage active) and one metrics line per epoch."""
-    stages = cfg.stage_epochs()
-    torch.manual_seed(cfg.seed)
-    model = build_model(arch)
-    model.load_state_dict(fit_state_dict(checkpoint, arch))
-    net = CompressedNetwork(arch, model, cfg.number_format)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
-    batches = min(len(loader), cfg.max_batches or len(loader))
-    if batches < 1:
-        raise OnnxNasError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training samples", fix="lower --batch-size")
-    bounds = (0, stages[0], stages[0] + stages[1], cfg.epochs)
-    history = []
-    for epoch in range(cfg.epochs):
+class FinetuneTrainer:
+    """The three stages as an :class:`~onnxnas.search.loop.EpochTrainer`, so ``search/loop.py``
+    checkpoints each epoch and ``--resume`` repeats an uninterrupted run exactly: the state holds the
+    weights and ranges, the optimizer, the stage, each tensor's mask cycle and beta, and both RNGs
+    (the pruning ramp and learning rate are functions of epoch and batch, recomputed every step)."""
+
+    def __init__(self, arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: FinetuneConfig):
+        self.cfg, self.data, self.stages = cfg, data, cfg.stage_epochs()
+        self.config = {**dataclasses.asdict(cfg), "arch_hash": arch.hash, "data": data.name}
+        torch.manual_seed(cfg.seed)
+        model = build_model(arch)
+        model.load_state_dict(fit_state_dict(checkpoint, arch))
+        self.net = CompressedNetwork(arch, model, cfg.number_format)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=0.9)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=self.gen)
+        self.batches = min(len(self.loader), cfg.max_batches or len(self.loader))
+        if self.batches < 1:
+            raise OnnxNasError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training samples",
+                               where="--batch-size", fix="lower --batch-size")
+        self.bounds = (0, self.stages[0], self.stages[0] + self.stages[1], cfg.epochs)
+        self.epoch = 0
+        self.metrics: list[dict[str, Any]] = []
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One epoch of its stage; a non-finite loss raises NonFiniteLoss (the loop keeps the last checkpoint)."""
+        net, bounds, batches, epoch = self.net, self.bounds, self.batches, self.epoch
         stage = 1 + sum(epoch >= b for b in bounds[1:3])
         if stage != net.stage:
             for t in net.tensors.values():
                 t.masks = RefreshedMasks()  # a new stage starts a new mask cycle
-        net.stage, net.quant_noise = stage, cfg.quant_noise
+        net.stage, net.quant_noise = stage, self.cfg.quant_noise
         net.train()
         start, total = time.perf_counter(), 0.0
-        for b, (x, y) in zip(range(batches), loader):
+        for b, (x, y) in zip(range(batches), self.loader):
             within = (epoch - bounds[stage - 1] + b / batches) / (bounds[stage] - bounds[stage - 1])
-            net.ramp = ((epoch - bounds[1]) * batches + b, stages[1] * batches)
-            lr = cosine(cfg.lr, within, 1.0) if stage == 3 else cfg.lr
-            for group in opt.param_groups:
+            net.ramp = ((epoch - bounds[1]) * batches + b, self.stages[1] * batches)
+            lr = cosine(self.cfg.lr, within, 1.0) if stage == 3 else self.cfg.lr
+            for group in self.opt.param_groups:
                 group["lr"] = lr
             loss = F.cross_entropy(net(x), y)
             if not torch.isfinite(loss):
-                raise OnnxNasError(f"finetune diverged: the loss is not finite at epoch {epoch + 1}, batch {b + 1}; "
-                                   "no weights were written", fix="lower --lr")
-            opt.zero_grad(set_to_none=True)
+                raise NonFiniteLoss(epoch + 1, b + 1)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
             total += loss.item()
-        history.append({"epoch": epoch + 1, "stage": stage, "train_loss": total / batches,
-                        "val_accuracy": evaluate(net, data.val, torch.device("cpu")),
-                        "epoch_time_s": time.perf_counter() - start})
-    return net, history
+        line = {"epoch": epoch + 1, "stage": stage, "train_loss": total / batches,
+                "val_accuracy": evaluate(net, self.data.val, torch.device("cpu")),
+                "epoch_time_s": time.perf_counter() - start}
+        self.metrics.append(line)
+        self.epoch += 1
+        return line
+
+    def state_dict(self) -> dict[str, Any]:
+        tensors = {name: {"step": t.masks.step, "masks": list(t.masks.masks), "mask": t.mask, "beta": t.beta}
+                   for name, t in self.net.tensors.items()}
+        return {"epoch": self.epoch, "config": self.config, "model": self.net.state_dict(),
+                "weight_opt": self.opt.state_dict(), "scaler": {}, "rng": capture_rng(), "metrics": self.metrics,
+                "finetune": {"stage": self.net.stage, "loader_rng": self.gen.get_state(),
+                             "tensors": tensors}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        own = state["finetune"]
+        if set(own["tensors"]) != set(self.net.tensors):
+            raise KeyError(f"compressed tensors {sorted(own['tensors'])} are not this arch's {sorted(self.net.tensors)}")
+        self.net.load_state_dict(state["model"])
+        params = dict(self.net.model.named_parameters())
+        for name, t in self.net.tensors.items():
+            saved = own["tensors"][name]
+            for tensor in [*saved["masks"], saved["mask"]]:
+                if tensor is not None and tensor.shape != params[name].shape:
+                    raise ValueError(f"a mask of {name} has shape {list(tensor.shape)}, not {list(params[name].shape)}")
+            t.masks.step, t.masks.masks = saved["step"], tuple(saved["masks"])
+            t.mask, t.beta = saved["mask"], saved["beta"]
+        self.net.stage = own["stage"]
+        self.opt.load_state_dict(state["weight_opt"])
+        self.gen.set_state(own["loader_rng"])
+        restore_rng(state["rng"])
+        self.epoch, self.metrics = int(state["epoch"]), list(state["metrics"])
+
+
+def check_finetune_fields(state: Fields) -> None:
+    """The finetune's own checkpoint fields (beyond the loop's common ones), checked before a resume reads them."""
+    state.object("weight_opt")
+    own = state.object("finetune")
+    own.integer("stage", low=1, high=3)
+    loader_rng = own.get("loader_rng")
+    if not isinstance(loader_rng, torch.Tensor) or loader_rng.dtype != torch.uint8 or loader_rng.dim() != 1:
+        raise own.fail("loader_rng", "expected the data loader's generator state (a 1-D uint8 tensor)")
+    tensors = own.object("tensors")
+    for name in list(tensors.data):
+        entry = tensors.object(name)
+        entry.integer("step", low=0)
+        kept = {k: v for k, v in (("mask", entry.get("mask")), ("beta", entry.get("beta"))) if v is not None}
+        check_tensors({**{f"masks[{i}]": m for i, m in enumerate(entry.list("masks", max_items=1))}, **kept},
+                      state.source, f"finetune.tensors[{name!r}]")
+        entry.done()
+    own.done()

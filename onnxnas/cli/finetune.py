@@ -7,16 +7,17 @@ from pathlib import Path
 
 import torch
 
-from onnxnas.arch import check_fits_space, load_arch
+from onnxnas.arch import Arch, check_fits_space, load_arch
 from onnxnas.blocks import build_model
 from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
 from onnxnas.data import load_data
 from onnxnas.deploy.checkpoint import load_checkpoint
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json
-from onnxnas.finetune import NUMBER_FORMATS, FinetuneConfig, finetune
-from onnxnas.search.checkpoint import save_weights
-from onnxnas.search.metrics import write_metrics
+from onnxnas.finetune import NUMBER_FORMATS, FinetuneConfig, FinetuneTrainer, check_finetune_fields
+from onnxnas.search.checkpoint import load_search_state, save_weights
+from onnxnas.search.distributed import DistContext
+from onnxnas.search.loop import CHECKPOINTS, check_config, output_lock, restore, train_until
 from onnxnas.space import load_space
 from onnxnas.train import evaluate
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("arch", help="arch.json with weight_bits / nonzero_fraction (from 'onnxnas search --method udc')")
     parser.add_argument("--weights", required=True, help="the search's weights.pt (theta)")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json (default: <arch folder>/finetune)")
+    parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json and checkpoints/last.pt (default: <arch folder>/finetune)")
     parser.add_argument("--epochs", type=bounded_int(3, MAX_EPOCHS), default=_DEFAULTS.epochs,
                         help="total epochs, split 50/30/20%% over the three stages (default: %(default)s)")
     parser.add_argument("--quant-noise", type=finite_float(0, 1), default=_DEFAULTS.quant_noise,
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=_DEFAULTS.batch_size, help="(default: %(default)s)")
     parser.add_argument("--max-batches", type=bounded_int(1, MAX_BATCHES), default=None, help="cap on batches per epoch (smoke tests)")
     parser.add_argument("--seed", type=SEED, default=_DEFAULTS.seed, help="(default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue the finetune in --out after its last epoch")
     parser.set_defaults(func=run)
 
 
@@ -58,13 +60,33 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxNasError("--out exists and is not a folder", where=str(out), fix="pass a folder path")
     checkpoint = load_checkpoint(args.weights)
     data = load_data(args.data, arch.resolution, arch.in_chs)
-    net, history = finetune(arch, checkpoint, data, cfg)
+    trainer = FinetuneTrainer(arch, checkpoint, data, cfg)
+    last, ctx = out / CHECKPOINTS / "last.pt", DistContext()  # finetune runs in one process
+    with output_lock(ctx, out):
+        if last.exists() and not args.resume:
+            raise OnnxNasError("holds a started finetune", where=str(out),
+                               fix="pass --resume to continue it, or choose a new --out")
+        if args.resume:
+            if not last.exists():
+                raise OnnxNasError("has no finetune checkpoint to resume", where=str(out),
+                                   fix="drop --resume to start a new finetune")
+            state = load_search_state(last, cfg.epochs, check_finetune_fields)
+            check_config(state["config"], trainer.config, last, FinetuneConfig.FLAGS)
+            restore(trainer, state, last)
+        train_until(trainer, cfg.epochs, last, out / "metrics.jsonl", "finetune", ctx,
+                    nan_fix="lower --lr and start over in a new --out")
+        _write_outputs(args, arch, trainer, out)
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, arch: Arch, trainer: FinetuneTrainer, out: Path) -> None:
+    """weights.pt on the trained grids, and result.json with the shipped and the training-format accuracy."""
+    cfg, data, net, history = trainer.cfg, trainer.data, trainer.net, trainer.metrics
     deployed = net.deployed_state_dict()
     shipped = build_model(arch)
     shipped.load_state_dict(deployed)
     shipped_accuracy = evaluate(shipped, data.val, torch.device("cpu"))
     save_weights(out / "weights.pt", arch, deployed, {}, {"quant_ranges": net.quant_ranges()})
-    write_metrics(out / "metrics.jsonl", history)
     result = {"arch": str(args.arch), "arch_hash": arch.hash, "dataset": data.name, "epochs": cfg.epochs,
               "stages": list(cfg.stage_epochs()), "quant_noise": cfg.quant_noise,
               "number_format": cfg.number_format,
@@ -73,4 +95,3 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "result.json", result)
     print(f"{args.arch}: finetuned {cfg.epochs} epochs (stages {'/'.join(map(str, cfg.stage_epochs()))}), val accuracy "
           f"{result['val_accuracy']:.4f} on {data.name} -> {out / 'weights.pt'}")
-    return 0
