@@ -58,7 +58,7 @@ class FinetuneConfig:
 
     FLAGS = {"epochs": "--epochs", "quant_noise": "--quant-noise", "lr": "--lr", "batch_size": "--batch-size",
              "max_batches": "--max-batches", "seed": "--seed", "number_format": "--number-format",
-             "arch_hash": "the arch (hash)", "data": "--data"}
+             "arch_hash": "the arch (hash)", "weights_sha256": "--weights (sha256)", "data": "--data"}
 
     def stage_epochs(self) -> tuple[int, int, int]:
         """(quantize, prune, both) epoch counts: 50/30/20% of --epochs, every stage at least one epoch."""
@@ -149,9 +149,11 @@ class FinetuneTrainer:
     weights and ranges, the optimizer, the stage, each tensor's mask cycle and beta, and both RNGs
     (the pruning ramp and learning rate are functions of epoch and batch, recomputed every step)."""
 
-    def __init__(self, arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: FinetuneConfig):
+    def __init__(self, arch: Arch, checkpoint: Checkpoint, data: DataSplits, cfg: FinetuneConfig, weights_sha256: str):
         self.cfg, self.data, self.stages = cfg, data, cfg.stage_epochs()
-        self.config = {**dataclasses.asdict(cfg), "arch_hash": arch.hash, "data": data.name}
+        # what a resume must match: the settings, and which arch, theta and data they apply to
+        self.config = {**dataclasses.asdict(cfg), "arch_hash": arch.hash, "weights_sha256": weights_sha256,
+                       "data": data.name}
         torch.manual_seed(cfg.seed)
         model = build_model(arch)
         model.load_state_dict(fit_state_dict(checkpoint, arch))

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from onnxnas import finetune as finetune_module
 from onnxnas.cli import main
 from onnxnas.deploy.checkpoint import load_checkpoint
 from onnxnas.finetune import FinetuneTrainer
+from onnxnas.lock import exclusive_output
+from onnxnas.search.loop import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = ["--method", "udc", "--space", "tiny-udc", "--data", "digits", "--epochs", "2", "--warmup-epochs", "1",
@@ -132,6 +135,53 @@ def test_resume_with_nothing_to_resume_is_refused(searched: Path, tmp_path: Path
     err = capsys.readouterr().err
     assert "has no finetune checkpoint to resume" in err and "drop --resume" in err
     assert len(err.strip().splitlines()) == 1 and not (out / "metrics.jsonl").exists()
+
+
+def test_resume_from_other_weights_is_refused(searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    out, other = tmp_path / "cut", tmp_path / "other" / "weights.pt"
+    other.parent.mkdir()
+    (other.parent / "arch.json").write_bytes((searched / "arch.json").read_bytes())
+    state = torch.load(searched / "weights.pt", weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] = state["state_dict"][name] + 1e-3  # another theta for the same arch
+    torch.save(state, other)
+    _interrupt_at(monkeypatch, 1)
+    assert _finetune(searched, out) == 130
+    capsys.readouterr()
+    assert _finetune(other.parent, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: the checkpoint was made with --weights (sha256)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_finetune_on_the_same_out_is_refused(searched: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "busy"
+    with exclusive_output(out / LOCK_FILE, "test"):
+        assert _finetune(searched, out) == 2
+    err = capsys.readouterr().err
+    assert "another onnxnas run is writing this finetune output" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_non_finite_loss_stops_with_the_last_checkpoint_kept(searched: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    out, calls = tmp_path / "nan", []
+    real = finetune_module.F.cross_entropy
+
+    def nan_in_epoch_2(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        loss = real(logits, labels)
+        return loss * float("nan") if len(calls) > 3 else loss  # 3 batches per epoch
+
+    monkeypatch.setattr(finetune_module.F, "cross_entropy", nan_in_epoch_2)
+    assert _finetune(searched, out) == 2
+    err = capsys.readouterr().err
+    assert (f"finetune stopped: loss is not finite at epoch 2, batch 1; the last good checkpoint "
+            f"({out / 'checkpoints' / 'last.pt'}, epoch 1) is kept") in err
+    assert "lower --lr and start over in a new --out" in err and len(err.strip().splitlines()) == 1
+    assert [m["epoch"] for m in _metrics(out)] == [1] and not (out / "weights.pt").exists()
 
 
 def test_a_damaged_checkpoint_is_one_line(searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -13,11 +13,12 @@ from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounde
 from onnxnas.data import load_data
 from onnxnas.deploy.checkpoint import load_checkpoint
 from onnxnas.errors import OnnxNasError
-from onnxnas.fileio import atomic_write_json
+from onnxnas.fileio import atomic_write_json, file_sha256
 from onnxnas.finetune import NUMBER_FORMATS, FinetuneConfig, FinetuneTrainer, check_finetune_fields
+from onnxnas.lock import exclusive_output
 from onnxnas.search.checkpoint import load_search_state, save_weights
 from onnxnas.search.distributed import DistContext
-from onnxnas.search.loop import CHECKPOINTS, check_config, output_lock, restore, train_until
+from onnxnas.search.loop import CHECKPOINTS, LOCK_FILE, check_config, restore, train_until
 from onnxnas.space import load_space
 from onnxnas.train import evaluate
 
@@ -60,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxNasError("--out exists and is not a folder", where=str(out), fix="pass a folder path")
     checkpoint = load_checkpoint(args.weights)
     data = load_data(args.data, arch.resolution, arch.in_chs)
-    trainer = FinetuneTrainer(arch, checkpoint, data, cfg)
+    trainer = FinetuneTrainer(arch, checkpoint, data, cfg, file_sha256(args.weights))
     last, ctx = out / CHECKPOINTS / "last.pt", DistContext()  # finetune runs in one process
-    with output_lock(ctx, out):
+    with exclusive_output(out / LOCK_FILE, "finetune output"):
         if last.exists() and not args.resume:
             raise OnnxNasError("holds a started finetune", where=str(out),
                                fix="pass --resume to continue it, or choose a new --out")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             check_config(state["config"], trainer.config, last, FinetuneConfig.FLAGS)
             restore(trainer, state, last)
         train_until(trainer, cfg.epochs, last, out / "metrics.jsonl", "finetune", ctx,
-                    nan_fix="lower --lr and start over in a new --out")
+                    nan_fix="lower --lr and start over in a new --out", job="finetune")
         _write_outputs(args, arch, trainer, out)
     return 0
 

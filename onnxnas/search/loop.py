@@ -49,8 +49,8 @@ class EpochTrainer(Protocol):
 
 def train_until(trainer: EpochTrainer, until: int, checkpoint: Path, metrics: Path, label: str, ctx: DistContext, *,
                 postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None,
-                nan_fix: str = "lower the learning rates, then rerun with --resume") -> None:
-    """Run epochs up to ``until``, checkpointing each; a NaN loss stops with the last checkpoint kept."""
+                nan_fix: str = "lower the learning rates, then rerun with --resume", job: str = "search") -> None:
+    """Run epochs up to ``until``, checkpointing each; a NaN loss stops the ``job`` with the last checkpoint kept."""
     bar = tqdm(total=until, initial=trainer.epoch, desc=label, disable=True if not ctx.is_main else None)
     while trainer.epoch < until:
         try:
@@ -58,7 +58,7 @@ def train_until(trainer: EpochTrainer, until: int, checkpoint: Path, metrics: Pa
         except NonFiniteLoss as exc:
             kept = f"the last good checkpoint ({checkpoint}, epoch {trainer.epoch}) is kept" if checkpoint.exists() \
                 else "no epoch had finished, so there is no checkpoint"
-            raise OnnxNasError(f"search stopped: {exc}; {kept}", fix=nan_fix) from exc
+            raise OnnxNasError(f"{job} stopped: {exc}; {kept}", fix=nan_fix) from exc
         if ctx.is_main:
             save_search_state(checkpoint, trainer.state_dict())
             write_metrics(metrics, trainer.metrics)
