@@ -129,6 +129,17 @@ def test_resume_under_other_settings_is_refused_naming_the_flag(searched: Path, 
     assert [m["epoch"] for m in _metrics(out)] == [1]  # nothing was overwritten
 
 
+def test_resume_with_fewer_epochs_than_finished_names_the_flag(searched: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cut"
+    _interrupt_at(monkeypatch, 4)
+    assert _finetune(searched, out) == 130
+    capsys.readouterr()
+    assert _finetune(searched, out, "--resume", "--epochs", "3") == 2
+    assert "cannot resume: the checkpoint was made with --epochs 5, not 3" in capsys.readouterr().err
+
+
 def test_resume_with_nothing_to_resume_is_refused(searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "new"
     assert _finetune(searched, out, "--resume") == 2

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             if not last.exists():
                 raise OnnxNasError("has no finetune checkpoint to resume", where=str(out),
                                    fix="drop --resume to start a new finetune")
-            state = load_search_state(last, cfg.epochs, check_finetune_fields)
+            state = load_search_state(last, MAX_EPOCHS, check_finetune_fields)  # check_config names --epochs
             check_config(state["config"], trainer.config, last, FinetuneConfig.FLAGS)
             restore(trainer, state, last)
         train_until(trainer, cfg.epochs, last, out / "metrics.jsonl", "finetune", ctx,
