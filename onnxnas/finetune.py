@@ -13,6 +13,8 @@ grid, saved with its range (``quant_ranges``), so finalize's integers are the gr
 ``d k +- beta`` take 2^b non-zero levels, which no symmetric b-bit integer grid (2^b - 1 levels) holds:
 shipping them needs b + 1 bits and breaks the size bound, so ``shifted`` exports without the shift and
 its shipped accuracy is lower than its training accuracy (both are reported).
+The epochs run through the search's checkpointed loop (``search/loop.py``) as a :class:`FinetuneTrainer`,
+so a killed finetune resumes from its last finished epoch and ends with the uninterrupted run's weights.
 """
 
 from __future__ import annotations
