@@ -10,7 +10,8 @@ from typing import Any
 
 from onnxnas.arch import Arch, load_arch
 from onnxnas.cli.build_lut import default_out
-from onnxnas.cli.options import SEED, add_timing_options, bounded_int, check_precision, make_backend, timing_protocol
+from onnxnas.cli.options import (SEED, add_arch_space_option, add_timing_options, bounded_int, check_precision, make_backend,
+                                 timing_protocol)
 from onnxnas.deploy.engine import DEFAULT_TIMING_CACHE, HARDWARE_COMPATIBILITY, EngineOptions
 from onnxnas.deploy.sparsity import SPARSITY_PATTERNS
 from onnxnas.errors import OnnxNasError
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="checkpoint (onnxnas search checkpoint or plain state_dict); without it the weights are "
                              "random (NOT TRAINED)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: out/<arch name>-<precision>)")
-    parser.add_argument("--space", default=None, help="space the arch must fit (default: the arch's own)")
+    add_arch_space_option(parser)
     parser.add_argument("--lut", type=Path, default=None,
                         help="latency table for the predicted latency (default: the arch's provenance, else "
                              "latency_tables/<space>-<device>-<backend>-<precision>.json if present)")

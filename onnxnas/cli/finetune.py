@@ -9,7 +9,8 @@ import torch
 
 from onnxnas.arch import Arch, check_fits_space, load_arch
 from onnxnas.blocks import build_model
-from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
+from onnxnas.cli.options import (MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, add_arch_space_option, bounded_int,
+                                 finite_float)
 from onnxnas.data import load_data
 from onnxnas.deploy.checkpoint import load_checkpoint
 from onnxnas.errors import OnnxNasError
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("arch", help="arch.json with weight_bits / nonzero_fraction (from 'onnxnas search --method udc')")
     parser.add_argument("--weights", required=True, help="the search's weights.pt (theta)")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
+    add_arch_space_option(parser)
     parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json and checkpoints/last.pt (default: <arch folder>/finetune)")
     parser.add_argument("--epochs", type=bounded_int(3, MAX_EPOCHS), default=_DEFAULTS.epochs,
                         help="total epochs, split 50/30/20%% over the three stages (default: %(default)s)")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                          max_batches=args.max_batches, seed=args.seed, number_format=args.number_format)
     cfg.stage_epochs()
     arch = load_arch(args.arch)
-    check_fits_space(arch, load_space(arch.space), str(args.arch))
+    check_fits_space(arch, load_space(args.space or arch.space), str(args.arch))
     if not any(layer.is_compressed for layer in arch.layers):
         raise OnnxNasError("no layer has weight_bits < 32 or nonzero_fraction < 1: there is nothing to finetune",
                            where=str(args.arch), fix="pass an arch from 'onnxnas search --method udc'")

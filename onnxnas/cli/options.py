@@ -87,6 +87,12 @@ def usable_cpus() -> int:
 SEED = bounded_int(0, MAX_SEED)
 
 
+def add_arch_space_option(parser: argparse.ArgumentParser) -> None:
+    """``--space`` for commands that take an arch: the space it must fit, by default its own built-in one."""
+    parser.add_argument("--space", default=None,
+                        help="space (built-in name or file) the arch must fit (default: the arch's own)")
+
+
 def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> None:
     parser.add_argument("--space", default=default,
                         help="built-in space (gpunet1, mbv2, tiny) or a JSON/YAML space file (default: %(default)s)")

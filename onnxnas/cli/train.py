@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 
 from onnxnas.arch import check_fits_space, load_arch
-from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
+from onnxnas.cli.options import (MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, add_arch_space_option, bounded_int,
+                                 finite_float)
 from onnxnas.data import load_data
 from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="retrain an arch.json from scratch and report accuracy")
     parser.add_argument("arch", help="arch.json (from 'onnxnas search')")
     parser.add_argument("--data", default="digits", help="digits, synthetic, or an ImageFolder directory (default: %(default)s)")
-    parser.add_argument("--space", default=None, help="space the arch must fit (default: the arch's own)")
+    add_arch_space_option(parser)
     parser.add_argument("--out", default=None, help="folder for weights.pt, metrics.jsonl, result.json; must not hold a finished run "
                         "(default: <arch folder>/train/seed<SEED>)")
     parser.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS), default=_DEFAULTS.epochs, help="(default: %(default)s)")
