@@ -7,12 +7,13 @@
 3. Search vs homogeneous at 3 BOPs budgets, 3 seeds each: accuracy mean +- std, each at or under budget.
 4. Deployment: INT8 ONNX size vs the true (group-bit) size, ONNX Runtime latency vs fp32.
 
-Run: ``PYTHONPATH=. python bench/bench_filterlevel.py [--quick]``.
+Run: ``PYTHONPATH=. python bench/bench_filterlevel.py [--quick] [--epochs N --max-batches N --seeds N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,7 @@ TINY = ROOT / "examples" / "tiny.arch.json"
 
 
 def _trainer(problem: Problem, seed: int, epochs: int, max_batches: int) -> tuple[FilterLevelTrainer, list]:
-    data = digits(32, 3, seed=0)
+    data = digits(32, 3)  # the fixed split every command uses
     cfg = FilterLevelConfig(target_bops=problem.reference_bops(), epochs=epochs, pretrain_epochs=1, seed=seed,
                             max_batches=max_batches, batch_size=32)
     trainer = FilterLevelTrainer(cfg, problem, data.train, init_distributed(torch.device("cpu")), torch.device("cpu"))
@@ -89,8 +90,13 @@ def gradient_variance(problem: Problem, estimates: int) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--epochs", type=int, help="override the setting's epochs (e.g. 8 for a medium run)")
+    parser.add_argument("--max-batches", type=int, help="override the setting's batches per epoch")
+    parser.add_argument("--seeds", type=int, help="override the setting's runs per configuration and per budget")
     args = parser.parse_args(argv)
     epochs, batches, seeds = (3, 8, 3) if args.quick else (4, 20, 5)
+    epochs, batches, seeds = args.epochs or epochs, args.max_batches or batches, args.seeds or seeds
+    search_seeds = args.seeds or (2 if args.quick else 3)
     torch.set_num_threads(1)
     problem = Problem.of(load_arch(TINY), parse_ops("2:2,2:4,3:3,8:8"), "quant", str(TINY))
     hetero = tuple(largest_remainder(s.filters, [0.3, 0.2, 0.2, 0.3]) for s in problem.slots)
@@ -103,7 +109,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for budget in ("0.25x", "0.35x", "0.5x"):
             accs, bops = [], []
-            for seed in range(3 if not args.quick else 2):
+            for seed in range(search_seeds):
                 out = Path(tmp) / f"{budget}-{seed}"
                 cli(["search", "--method", "filterlevel", "--arch", str(TINY), "--budget-bops", budget, "--data",
                      "digits", "--epochs", str(epochs), "--max-batches", str(batches), "--seed", str(seed), "--out", str(out)])
@@ -115,6 +121,9 @@ def main(argv: list[str]) -> int:
         out = Path(tmp) / "0.5x-0"
         cli(["finalize", str(out / "arch.json"), "--weights", str(out / "weights.pt"), "--precision", "int8",
              "--calib-data", "digits", "--out", str(out / "deploy")])
+        agreement = json.loads((out / "deploy" / "manifest.json").read_text())["verification"]["top1_agreement"]
+        print(f"deploy    top-1 agreement with the fake-quantized net {agreement['agreement']:.3f} "
+              f"({agreement['agreeing']}/{agreement['images']} digits images, threshold {agreement['threshold']})")
         cli(["finalize", str(TINY), "--out", str(out / "fp32")])
         for name in ("deploy", "fp32"):
             cli(["bench", str(out / name / "model.onnx"), "--device", "cpu"])

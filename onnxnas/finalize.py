@@ -28,6 +28,7 @@ from onnxnas.deploy.verify import polygraphy_command, verify_artefacts
 from onnxnas.errors import OnnxNasError
 from onnxnas.export import OPSET
 from onnxnas.fileio import atomic_write_bytes
+from onnxnas.search.filterlevel.reference import verify_fake_quantized
 from onnxnas.search.filterlevel.report import bops_report
 from onnxnas.space import load_space
 from onnxnas.stats import count_stats
@@ -95,6 +96,8 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
                   if want_engine else None)
         report = verify_artefacts(quantized_reference(concrete.module, bits, grids), stage, samples.verification,
                                   options.precision, with_engine=engine is not None)
+        agreement = verify_fake_quantized(arch, concrete.module, bits, grids, samples.calibration, stage,
+                                          options.precision, options.calib_data)
         timed = stage / ENGINE_FILE if engine and hasattr(options.backend, "measure_engine") else onnx_path
         manifest = {
             "arch": {"path": str(arch_path), "hash": arch.hash, "space": arch.space, "spec": arch.to_dict()},
@@ -116,7 +119,7 @@ def finalize(arch_path: Path, options: FinalizeOptions, log: Callable[[str], Non
                             "bops": bops_report(arch)},
             "engine": engine or {"built": False, "reason": "not requested" if options.engine is False
                                  else "TensorRT or a CUDA device is not present"},
-            "verification": report.to_dict(),
+            "verification": {**report.to_dict(), "top1_agreement": agreement.to_dict() if agreement else None},
             "verify_command": polygraphy_command(report),  # run in this folder; passes as written
             "calibration": {"data": samples.source, "samples": len(samples.calibration)},
             "software": software_versions(),

@@ -166,3 +166,27 @@ def test_unsigned_activation_grid() -> None:
     x = torch.linspace(-1, 3, 101)
     q = quantize_activation(x, 2, torch.tensor(3.0), signed=False)
     assert sorted(torch.unique(q).tolist()) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_learned_ranges_never_cross_zero(problem: Problem) -> None:
+    """A range pushed below zero (a negative weight grid, once seen in a 0.5x digits search) is clamped after
+    the step, so the checkpoint's quant_ranges stay deployable."""
+    from onnxnas.data import synthetic
+    from onnxnas.search.distributed import init_distributed
+    from onnxnas.search.filterlevel.config import FilterLevelConfig
+    from onnxnas.search.filterlevel.quantnet import MIN_RANGE
+    from onnxnas.search.filterlevel.trainer import FilterLevelTrainer
+
+    cfg = FilterLevelConfig(target_bops=problem.reference_bops(), epochs=2, pretrain_epochs=0, max_batches=2,
+                            batch_size=8)
+    cpu = torch.device("cpu")
+    trainer = FilterLevelTrainer(cfg, problem, synthetic(32, 3, samples=64).train, init_distributed(cpu), cpu)
+    trainer.run_epoch()  # sets the ranges from the weights
+    with torch.no_grad():
+        trainer.net.convs[0].ranges.ranges.fill_(-0.5)
+        trainer.net.acts[0].ranges.fill_(-0.5)
+    trainer.run_epoch()
+    for ranges in (trainer.net.convs[0].ranges.ranges, trainer.net.acts[0].ranges):  # -0.5 moves by ~lr per step
+        assert MIN_RANGE * (1 - 1e-6) <= float(ranges.detach().min()) and float(ranges.detach().max()) < 0.01
+    ranges, _ = trainer.net.trained_grids(trainer.deterministic())
+    assert min(min(r) for r in ranges.values()) >= MIN_RANGE * (1 - 1e-6)

@@ -11,6 +11,8 @@ import torch
 from onnxnas.arch import load_arch
 from onnxnas.cli import main
 from onnxnas.cost import BopsCost
+from onnxnas.search.checkpoint import load_search_state
+from onnxnas.search.filterlevel.trainer import FilterLevelTrainer
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.arch.json"
 FAST = ["--data", "synthetic", "--epochs", "2", "--max-batches", "2", "--batch-size", "16", "--final-samples", "2",
@@ -73,3 +75,45 @@ def test_prune_mode_shrinks_hidden_widths_within_budget(tmp_path: Path) -> None:
     assert all(a.hidden_chs <= b.hidden_chs for a, b in zip(arch.layers, source.layers))
     ckpt = torch.load(tmp_path / "weights.pt", weights_only=True)
     assert ckpt["hidden_index"]["4"] == list(range(arch.layers[4].hidden_chs))
+
+
+def _outcome(out: Path) -> tuple[dict, list[dict], dict[str, torch.Tensor]]:
+    """arch.json, the per-epoch metrics without wall-clock fields, and the deployable weights."""
+    state = load_search_state(out / "checkpoints" / "last.pt")
+    metrics = [{k: v for k, v in m.items() if k not in ("epoch_time_s", "epoch_cpu_s")} for m in state["metrics"]]
+    weights = torch.load(out / "weights.pt", weights_only=True)["state_dict"]
+    return json.loads((out / "arch.json").read_text()), metrics, weights
+
+
+@pytest.mark.slow
+def test_resumed_search_matches_an_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    longer = ("--budget-bops", "0.5x", "--epochs", "3")
+    assert search(tmp_path / "straight", *longer) == 0
+    real = FilterLevelTrainer.run_epoch
+    calls = {"n": 0}
+
+    def interrupted(self: FilterLevelTrainer) -> dict:  # killed in epoch 2 (ranges not yet set), then in epoch 3
+        calls["n"] += 1
+        if calls["n"] in (2, 4):
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(FilterLevelTrainer, "run_epoch", interrupted)
+    out = tmp_path / "resumed"
+    assert search(out, *longer) == 130
+    assert load_search_state(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert search(out, *longer, "--resume") == 130
+    assert load_search_state(out / "checkpoints" / "last.pt")["epoch"] == 2
+    assert search(out, *longer, "--resume") == 0
+    assert calls["n"] == 5
+    arch_a, metrics_a, weights_a = _outcome(tmp_path / "straight")
+    arch_b, metrics_b, weights_b = _outcome(out)
+    assert arch_a == arch_b
+    assert len(metrics_a) == len(metrics_b) == 3
+    for a, b in zip(metrics_a, metrics_b, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == (pytest.approx(a[key], abs=1e-6) if isinstance(a[key], float) else a[key]), key
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.allclose(weights_a[key].float(), weights_b[key].float(), atol=1e-6), key

@@ -25,6 +25,7 @@ from onnxnas.search.filterlevel.problem import Problem
 from onnxnas.search.filterlevel.slots import Configuration, Slot, quant_slots
 
 Groups = list[tuple[int, int]]  # (filters, op index), contiguous, no empty group
+MIN_RANGE = 1e-6  # the smallest learned clip range, weights and activations alike
 
 
 def quantize_activation(x: torch.Tensor, bits: int, r: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -163,6 +164,13 @@ class FilterLevelNet(nn.Module):
         """Per-filter relaxed one-hots [filters, ops] (Gumbel estimator, quantization mode)."""
         for conv, act, mix in zip(self.convs, self.acts, mixes):
             conv.mix, act.mix = mix, mix
+
+    @torch.no_grad()
+    def clamp_ranges_(self) -> None:
+        """Keep every learned range at least MIN_RANGE after a step: LSQ's updates can push a rarely drawn op's
+        range through zero, where Q(w, b, r < 0) is a constant and no deployable grid (finalize refuses it)."""
+        for ranges in [*(c.ranges.ranges for c in self.convs), *(a.ranges for a in self.acts)]:
+            ranges.clamp_(min=MIN_RANGE)
 
     @torch.no_grad()
     def init_ranges(self, x: torch.Tensor) -> None:

@@ -119,6 +119,7 @@ class FilterLevelTrainer:
             raise NonFiniteLoss(*where)
         average_gradients(self.weight_params, self.ctx)
         self.weight_opt.step()
+        self.net.clamp_ranges_()
         return value
 
     def _alpha_step(self, x: torch.Tensor, y: torch.Tensor, where: tuple[int, int]) -> tuple[float, float, list[Configuration]]:
