@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from onnxnas.errors import OnnxNasError
+
 
 @dataclasses.dataclass(frozen=True)
 class DistContext:
@@ -83,3 +85,14 @@ def sync_buffers(module: nn.Module, ctx: DistContext) -> None:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def search_device(name: str) -> torch.device:
+    """``--device auto|cpu|cuda`` of a search process (under torchrun, this rank's GPU)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise OnnxNasError("--device cuda: no CUDA device is visible", fix="use --device cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

@@ -22,7 +22,7 @@ from onnxnas.errors import OnnxNasError
 from onnxnas.fileio import atomic_write_json, file_sha256
 from onnxnas.schema import Fields
 from onnxnas.search.checkpoint import load_search_state, save_weights
-from onnxnas.search.distributed import barrier, init_distributed, shutdown
+from onnxnas.search.distributed import barrier, init_distributed, search_device, shutdown
 from onnxnas.search.filterlevel.config import FilterLevelConfig
 from onnxnas.search.filterlevel.estimators import ESTIMATORS, sample_configuration
 from onnxnas.search.filterlevel.feasibility import Candidate, feasible
@@ -31,7 +31,6 @@ from onnxnas.search.filterlevel.problem import Problem, parse_bops_budget
 from onnxnas.search.filterlevel.slots import MODES, Configuration
 from onnxnas.search.filterlevel.trainer import FilterLevelTrainer
 from onnxnas.search.loop import CHECKPOINTS, check_config, output_lock, restore, train_until
-from onnxnas.search.methods.prunet import _device as pick_device
 from onnxnas.space import BUILTIN_SPACES, load_space
 
 _D = FilterLevelConfig()
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     problem, source_arch = _problem(args)
     target = parse_bops_budget(args.budget_bops, problem)
     cfg = _config(args, target)
-    out, device = Path(args.out), pick_device(args.device)
+    out, device = Path(args.out), search_device(args.device)
     ctx = init_distributed(device)
     try:
         data = load_data(args.data, source_arch.resolution, source_arch.in_chs)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-import torch
 
 from onnxnas.cli.options import MAX_BATCHES, MAX_EPOCHS, bounded_int, finite_float, float_list
 from onnxnas.data import load_data
@@ -14,7 +11,7 @@ from onnxnas.errors import OnnxNasError
 from onnxnas.lut.table import LatencyTable
 from onnxnas.search.alpha_bisection import Budget, run_bisection
 from onnxnas.search.config import PrunetConfig
-from onnxnas.search.distributed import init_distributed, shutdown
+from onnxnas.search.distributed import init_distributed, search_device, shutdown
 from onnxnas.search.loop import output_lock
 from onnxnas.search.runner import SearchJob
 from onnxnas.search.sweep import format_results, run_sweep, variants
@@ -61,16 +58,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[PrunetConfig, list[float
     return cfg, alphas, lambdas
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise OnnxNasError("--device cuda: no CUDA device is visible", fix="use --device cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 def budget_from_args(args: argparse.Namespace) -> Budget | None:
     """The latency budget, if one was asked for; it replaces --alpha and takes one --lambda."""
     if args.target_latency_us is None:
@@ -100,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                            fix=f"pass --lut FILE (from 'onnxnas build-lut --space {space.name}')")
     table = LatencyTable.load(args.lut)
     table.check_space(space)
-    device = _device(args.device)
+    device = search_device(args.device)
     ctx = init_distributed(device)
     try:
         data = load_data(args.data, space.resolution, space.in_chs)
