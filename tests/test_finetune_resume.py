@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from kill_fixtures import kill_when_checkpointed
 from onnxnas import finetune as finetune_module
 from onnxnas.cli import main
 from onnxnas.deploy.checkpoint import load_checkpoint
@@ -20,7 +16,6 @@ from onnxnas.finetune import FinetuneTrainer
 from onnxnas.lock import exclusive_output
 from onnxnas.search.loop import LOCK_FILE
 
-REPO = Path(__file__).resolve().parents[1]
 SEARCH = ["--method", "udc", "--space", "tiny-udc", "--data", "digits", "--epochs", "2", "--warmup-epochs", "1",
           "--max-batches", "4", "--batch-size", "16", "--mc-samples", "2", "--device", "cpu", "--target-size", "12KiB"]
 FINETUNE = ["--data", "digits", "--epochs", "5", "--max-batches", "3", "--batch-size", "16"]  # stages 2/2/1
@@ -215,18 +210,9 @@ def test_finetune_killed_with_sigkill_resumes_without_losing_or_repeating_an_epo
                                                                                    tmp_path: Path) -> None:
     """Kill the process (no cleanup runs) once the first epoch is checkpointed; the resume repeats the whole run."""
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "onnxnas", *_argv(searched, out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the finetune finished before it could be killed"
+    resume = kill_when_checkpointed(_argv(searched, out), out / "checkpoints" / "last.pt")
     assert not (out / "weights.pt").exists()
-    resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = resume()
     assert resumed.returncode == 0, resumed.stderr
     assert [m["epoch"] for m in _metrics(out)] == [1, 2, 3, 4, 5]
     _assert_same_run(out, whole, atol=1e-6)  # floats: another process, same math

@@ -16,8 +16,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +28,7 @@ from onnxnas.blocks import build_model
 from onnxnas.cli import main
 from onnxnas.space import load_space
 from onnxnas.space.choose import make_arch
+from kill_fixtures import kill_when_checkpointed
 from search_fixtures import write_synthetic_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -506,18 +505,10 @@ def test_search_killed_with_sigkill_resumes_without_losing_or_repeating_an_epoch
     """Kill the process (no cleanup runs) once the first branch epoch is checkpointed, resume, and get
     exactly the uninterrupted run's epochs and architecture."""
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "onnxnas", "search", "--lut", str(lut), "--out", str(out), *SEARCH]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    resume = kill_when_checkpointed(["search", "--lut", str(lut), "--out", str(out), *SEARCH],
+                                    out / "checkpoints" / "last.pt", poll_s=0.02)
     assert not (out / "arch.json").exists()
-    resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = resume()
     assert resumed.returncode == 0, resumed.stderr
 
     def epochs(run: Path) -> list[dict]:
