@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from onnxnas.errors import choice_error
-from onnxnas.timing.base import PRECISIONS, TimingBackend, TimingProtocol
+from onnxnas.timing.base import MAX_RUNS, PRECISIONS, TimingBackend, TimingProtocol
 
 MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range; torch takes it too
-MAX_RUNS = 1_000_000  # timed or warm-up runs per block
 MAX_BATCH = 65_536
 MAX_EPOCHS = 100_000
 MAX_BATCHES = 10_000_000

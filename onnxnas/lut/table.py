@@ -22,14 +22,13 @@ from onnxnas.fileio import atomic_write_json, read_json
 from onnxnas.lut.key import KeyedBlock, arch_units, width_group
 from onnxnas.schema import MAX_CLASSES, MAX_LIST, MAX_RESOLUTION, Fields
 from onnxnas.space.load import BUILTIN_SPACES
-from onnxnas.timing.base import PRECISIONS, TimingProtocol
+from onnxnas.timing.base import MAX_RUNS, PRECISIONS, TimingProtocol
 from onnxnas.timing.environment import check_environment
 
 FORMAT_VERSION = 1
 MAX_KEY_CHARS = 512
 MAX_TEXT_CHARS = 4096  # error texts, versions, names: one line each, not a payload
 MAX_LATENCY_US = 1e9  # 1000 s for one block is a corrupt file, not a measurement
-MAX_RUNS = 1_000_000  # timed or warm-up runs per block; past this a check would run for hours
 MAX_THREADS = 1024
 MAX_BATCH = 1024
 MAX_MIN_TIME_S = 60.0

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_RUNS = 1_000_000  # timed or warm-up runs per block, from a flag or a table header; past this a build runs for hours
 
 
 @dataclasses.dataclass(frozen=True)
