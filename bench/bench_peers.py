@@ -1,24 +1,32 @@
-"""Side by side with the peers: who gives the better accuracy at the same measured latency, on `tiny`/digits.
+"""Side by side with the peers: who gives the better accuracy at the same measured latency, on digits, with
+`tiny` or MobileNetV2 (`mbv2`'s stages at ``--resolution``, 10 classes) as the network.
 
 Protocol (one run, one machine):
-- **Same start**: the widest network of `tiny` (k5, SE everywhere, no skips, widest hidden widths).
-- **Same data**: digits with one fixed train/held-out split (split seed 0) for every model and seed;
-  accuracy is on the held-out split.
+- **Same start**: the widest network of the space (`tiny`: k5, SE everywhere, no skips, widest hidden
+  widths; `mbv2`: the dense MobileNetV2 1.0).
+- **Same data**: digits with its one fixed split for every model and seed: train, validation (FastNAS's
+  subnet scoring) and test (the accuracy reported, touched by nothing else).
 - **Same recipe**: every model is trained with `onnxnas train`'s loop (`onnxnas.train.train_model`,
   SGD + cosine + label smoothing) for ``--epochs`` epochs per seed: onnxnas's found arch from scratch
   (as `onnxnas train` does), the peers' pruned networks fine-tuned from the dense network trained alike.
 - **One timing tool**: every candidate and every result is exported with onnxnas.export and timed with
   onnxnas's ONNX Runtime backend (CPU, 1 thread, pinned, canary-gated median), as `onnxnas bench` does.
+  onnxnas's search uses an fp32 LUT that this script builds on the same machine first.
 - **Targets**: fractions of the measured dense latency (``--targets``).
 
 Methods:
 - **onnxnas**: `onnxnas search --method prunet --target-latency-us X` (alpha bisected by the search,
   the budget checked on the calibrated LUT), searched once (seed 0), retrained per seed.
-- **Torch-Pruning** magnitude (L2) and Taylor: neither can target latency, so this script bisects each
+- **Torch-Pruning** magnitude (L2) and Taylor: neither can target latency, so this script searches each
   one's own knob, the uniform pruning ratio, timing every candidate with the backend above, and keeps the
-  smallest ratio that meets the target (the fastest reachable if none does, marked "MISSES target").
+  mildest ratio that meets the target (the fastest reachable if none does, marked "MISSES target"). The
+  knob is not monotone in latency, so a plain bisection misses the floor: on `tiny`, ratio 0.90 gives
+  44.8 us but 0.94-0.97 give 84-109 us, because once a ratio would round a coupled group (the stem and
+  the residual widths) to zero channels Torch-Pruning leaves that group whole. The search therefore times
+  a grid of ``--grid`` knob values first, then bisects the bracket of the mildest grid value that meets
+  the target. A target's find time is the grid's plus its own bisection's: what that target alone costs.
 - **ModelOpt FastNAS** (`modelopt.torch.prune`, mode "fastnas", FLOPs constraint): likewise, the FLOPs
-  percentage is bisected against the measured latency; FastNAS runs its own subnet search inside each call.
+  percentage is searched against the measured latency; FastNAS runs its own subnet search inside each call.
 - **int8**: the onnxnas model of each target, as onnxnas's int8 QDQ pipeline (`deploy.graph.deployable_onnx`)
   and as ORT's `quantize_static` of its fp32 export (bench_int8.py's settings), calibrated on 32 train images.
 
@@ -31,8 +39,9 @@ Installing the peers (after torch, as the README does):
     pip install torch==2.13.0 && pip install -e ".[peers]" && pip install --no-deps torchprofile==0.0.4
     python -c "import torch; print(torch.__version__)"      # still 2.13.0+cpu
 
-Usage: python bench/bench_peers.py [--targets 0.15,0.27,0.5] [--seeds 0,1,2] [--epochs 20]
-                                   [--search-epochs 20] [--methods onnxnas,tp-magnitude,tp-taylor,fastnas]
+Usage: python bench/bench_peers.py [--space tiny|mbv2] [--resolution 32] [--targets 0.15,0.27,0.5]
+                                   [--seeds 0,1,2] [--epochs 20] [--search-epochs 20] [--bisect-branches 6]
+                                   [--grid 12] [--methods onnxnas,tp-magnitude,tp-taylor,fastnas]
        python bench/bench_peers.py --quick     # 1 target, 1 seed, 2 epochs: checks the pipeline, not the claim
 """
 
@@ -62,15 +71,15 @@ from onnxnas.deploy.concrete import layer_weight_bits
 from onnxnas.deploy.graph import deployable_onnx
 from onnxnas.export import INPUT_NAME, export_bytes, export_onnx
 from onnxnas.space import load_space
-from onnxnas.space.choose import make_arch
+from onnxnas.space.choose import extreme_arch
 from onnxnas.stats import count_stats
 from onnxnas.timing.base import TimingProtocol
 from onnxnas.timing.onnxruntime import OnnxRuntimeBackend
 from onnxnas.train import TrainConfig, evaluate, train_model
+from spaces import mbv2_at  # bench/ is the script's folder
 
-LUT = Path(__file__).resolve().parents[1] / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json"
 PROTOCOL = TimingProtocol(warmup_runs=50, runs=300)
-KNOB_STEPS = 7  # bisection steps on a peer's knob: 2^-7 of its range
+KNOB_STEPS = 4  # bisection steps inside a grid bracket: 1/16 of the grid spacing
 
 
 @dataclasses.dataclass
@@ -97,13 +106,6 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def widest_arch(num_classes: int) -> Arch:
-    space = load_space("tiny")
-    choices = [{"kernel_size": max(p.kernel_sizes), "se": max(p.se_options), "hidden_chs": p.max_hidden}
-               if p.hidden_choices else {"kernel_size": max(p.kernel_sizes)} for p in space.positions()]
-    return make_arch(space, choices, num_classes=num_classes, provenance={"method": "widest"})
-
-
 def measured_us(model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> float:
     """The one timing tool: onnxnas export + onnxnas's ONNX Runtime backend."""
     path = export_onnx(copy.deepcopy(model).cpu().eval(), input_shape, folder / "candidate.onnx")
@@ -114,37 +116,60 @@ class Unreachable(Exception):
     """The peer cannot build a model at this knob value (e.g. FastNAS: constraint outside its space)."""
 
 
-def bisect_knob(make: Callable[[float], nn.Module], mild: float, fast: float, target_us: float,
-                input_shape: tuple[int, ...], folder: Path) -> tuple[nn.Module, float, float, bool]:
-    """Bisect a peer's knob between its ``mild`` end (the dense network) and its ``fast`` end for the
-    mildest value whose model meets ``target_us`` when timed; where none does, the fastest model built
-    (the peer's floor). Returns (model, knob, latency, met)."""
-    tried: list[tuple[float, nn.Module, float]] = []
+@dataclasses.dataclass
+class Found:
+    model: nn.Module
+    knob: float
+    latency_us: float
+    met: bool
+    find_s: tuple[float, float]  # wall, CPU: the grid plus this target's bisection
 
-    def attempt(knob: float) -> float | None:
-        try:
-            model = make(knob)
-        except Unreachable:
-            return None
-        us = measured_us(model, input_shape, folder)
-        tried.append((knob, model, us))
-        return us
 
-    fastest = attempt(fast)
-    if fastest is None or fastest <= target_us:
-        low, high = mild, fast
-        for _ in range(KNOB_STEPS):
-            mid = (low + high) / 2
-            us = attempt(mid)
-            if us is None or us <= target_us:
-                high = mid  # meets (or cannot be built): try milder
-            else:
-                low = mid
-    if not tried:
-        raise Unreachable(f"no model could be built between knob {mild:g} and {fast:g}")
-    feasible = [t for t in tried if t[2] <= target_us]
-    knob, model, us = (min(feasible, key=lambda t: abs(t[0] - mild)) if feasible else min(tried, key=lambda t: t[2]))
-    return model, knob, us, bool(feasible)
+class KnobSearch:
+    """One peer's knob on one dense network against measured latency, shared by every target.
+
+    The knob runs from ``mild`` (the dense network) to ``fast``. ``grid`` values are timed once; a target
+    then bisects the bracket between the mildest grid value that meets it and the grid value before.
+    """
+
+    def __init__(self, make: Callable[[float], nn.Module], mild: float, fast: float, grid: int,
+                 input_shape: tuple[int, ...], folder: Path) -> None:
+        self.make, self.mild, self.fast, self.shape, self.folder = make, mild, fast, input_shape, folder
+        self.tried: dict[float, tuple[nn.Module, float] | None] = {}
+        self.knobs = [mild + (fast - mild) * (i + 1) / grid for i in range(grid)]
+        with Clock() as clock:
+            self.grid_us = [self._attempt(k) for k in self.knobs]
+        self.grid_s = (clock.wall, clock.cpu)
+
+    def _attempt(self, knob: float) -> float | None:
+        if knob not in self.tried:
+            try:
+                model = self.make(knob)
+                self.tried[knob] = (model, measured_us(model, self.shape, self.folder))
+            except Unreachable:
+                self.tried[knob] = None
+        result = self.tried[knob]
+        return None if result is None else result[1]
+
+    def best(self, target_us: float) -> Found:
+        """The mildest knob tried whose model meets ``target_us``; where none does, the fastest (the floor)."""
+        with Clock() as clock:
+            first = next((i for i, us in enumerate(self.grid_us) if us is not None and us <= target_us), None)
+            if first is not None:
+                low, high = (self.knobs[first - 1] if first else self.mild), self.knobs[first]
+                for _ in range(KNOB_STEPS):
+                    mid = (low + high) / 2
+                    us = self._attempt(mid)
+                    if us is not None and us <= target_us:
+                        high = mid
+                    else:
+                        low = mid
+        built = [(k, r[0], r[1]) for k, r in self.tried.items() if r is not None]
+        if not built:
+            raise Unreachable(f"no model could be built between knob {self.mild:g} and {self.fast:g}")
+        feasible = [t for t in built if t[2] <= target_us]
+        knob, model, us = (min(feasible, key=lambda t: abs(t[0] - self.mild)) if feasible else min(built, key=lambda t: t[2]))
+        return Found(model, knob, us, bool(feasible), (self.grid_s[0] + clock.wall, self.grid_s[1] + clock.cpu))
 
 
 # ---- peers ---------------------------------------------------------------------------------------
@@ -195,7 +220,7 @@ def fastnas_pruned(dense: nn.Module, flops_pct: float, data: DataSplits, shape: 
 def onnx_accuracy(model: bytes, data: DataSplits) -> float:
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     correct = total = 0
-    for x, y in DataLoader(data.val, batch_size=1):
+    for x, y in DataLoader(data.test, batch_size=1):
         correct += int(session.run(None, {INPUT_NAME: x.numpy()})[0].argmax(1)[0] == int(y[0]))
         total += 1
     return correct / total
@@ -253,39 +278,88 @@ def train_seeds(make_model: Callable[[int], nn.Module], data: DataSplits, cfg: T
             torch.manual_seed(seed)
             model, history = train_model(make_model(seed), data, dataclasses.replace(cfg, seed=seed),
                                          torch.device("cpu"), progress=False)
-        accs.append(history[-1]["val_accuracy"])
+        accs.append(evaluate(model, data.test, torch.device("cpu")))
         models.append(model)
         wall, cpu = wall + clock.wall, cpu + clock.cpu
     return accs, models, (wall / len(seeds), cpu / len(seeds))
 
 
+def network(args: argparse.Namespace, out: Path) -> tuple[str, Path, list[str]]:
+    """The space (a name or a file), an fp32 LUT built on this machine into ``out`` (so the search's
+    predictions hold here, where a shipped table was timed elsewhere), and the search flags it needs."""
+    space_arg = "tiny" if args.space == "tiny" else str(mbv2_at(args.resolution, out))
+    lut = out / f"{args.space}-cpu-onnxruntime-fp32.json"
+    if not lut.exists() and cli(["build-lut", "--space", space_arg, "--device", "cpu", "--out", str(lut),
+                                  "--no-progress"]) != 0:
+        raise SystemExit(f"build-lut failed for {space_arg}")
+    return space_arg, lut, ([] if args.space == "tiny" else ["--t-init", "0.1"])  # mbv2: 10 widths a layer
+
+
+def knob_searches(methods: list[str], dense_models: list[nn.Module], data: DataSplits, shape: tuple[int, ...],
+                  grid: int, folder: Path) -> dict[str, list[KnobSearch] | str]:
+    """Each peer's knob search on each seed's own dense network (or why the peer has no row)."""
+    makers: dict[str, tuple[Callable[[nn.Module, float], nn.Module], float, float]] = {
+        "tp-magnitude": (lambda d, r: tp_pruned(d, r, "magnitude", data, shape), 0.0, 0.97),
+        "tp-taylor": (lambda d, r: tp_pruned(d, r, "taylor", data, shape), 0.0, 0.97),
+        "fastnas": (lambda d, p: fastnas_pruned(d, p, data, shape, folder), 100.0, 1.0),
+    }
+    searches: dict[str, list[KnobSearch] | str] = {}
+    for name in (m for m in methods if m in makers):
+        make, mild, fast = makers[name]
+        try:
+            searches[name] = [KnobSearch(lambda k, d=dense: make(d, k), mild, fast, grid, shape, folder)
+                              for dense in dense_models]
+        except ImportError as exc:
+            searches[name] = f"not installed ({exc.name}): pip install -e '.[peers]'"
+        except Exception as exc:  # a peer that cannot handle these blocks is a result, not a crash
+            searches[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return searches
+
+
+def peer_row(name: str, searches: list[KnobSearch], target: float, data: DataSplits, cfg: TrainConfig,
+             seeds: list[int], shape: tuple[int, ...], folder: Path) -> Row:
+    found = [search.best(target) for search in searches]
+    accs, models, train_s = train_seeds(lambda s: copy.deepcopy(found[seeds.index(s)].model), data, cfg, seeds)
+    stats = count_stats(models[0], shape)
+    knob_name = "FLOPs %" if name == "fastnas" else "ratio"
+    note = f"{knob_name} {', '.join(f'{f.knob:.3g}' for f in found)}" + ("" if all(f.met for f in found) else "; MISSES target")
+    find = (statistics.mean(f.find_s[0] for f in found), statistics.mean(f.find_s[1] for f in found))
+    return Row(target, name, accs, measured_us(models[0], shape, folder), stats.macs, stats.params, find, train_s, note)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", choices=("tiny", "mbv2"), default="tiny")
+    parser.add_argument("--resolution", type=int, default=32, help="mbv2's input resolution")
     parser.add_argument("--targets", default="0.15,0.27,0.5", help="latency targets as fractions of dense")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=20, help="training / fine-tuning epochs per model and seed")
     parser.add_argument("--search-epochs", type=int, default=20, help="onnxnas search epochs (warm-up: 7/20 of them)")
+    parser.add_argument("--bisect-branches", type=int, default=6, help="onnxnas search's alpha bisection branches")
+    parser.add_argument("--grid", type=int, default=12, help="knob values each peer's search times first")
     parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,fastnas")
     parser.add_argument("--quick", action="store_true",
-                        help="a 4-epoch search of 6 batches an epoch and 2 branches; unless given, one target "
-                             "(0.27), one seed, 2 epochs")
+                        help="a 4-epoch search of 6 batches an epoch and 2 branches, a 4-point grid; unless given, "
+                             "one target (0.27), one seed, 2 epochs")
     parser.add_argument("--out", default=None, help="keep runs and results.json here (default: a temporary folder)")
     args = parser.parse_args()
     search_extra: list[str] = []
     if args.quick:  # the quick values, where the flag was left at its default
-        quick = {"targets": "0.27", "seeds": "0", "epochs": 2, "search_epochs": 4}
+        quick = {"targets": "0.27", "seeds": "0", "epochs": 2, "search_epochs": 4, "bisect_branches": 2, "grid": 4}
         for name, value in quick.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
-        search_extra = ["--max-batches", "6", "--bisect-branches", "2"]
+        search_extra = ["--max-batches", "6"]
     torch.set_num_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_peers_"))
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    data = load_data("digits", load_space("tiny").resolution, seed=0)  # one split for every seed
+    space_arg, lut, space_extra = network(args, out)
+    space = load_space(space_arg)
+    data = load_data("digits", space.resolution, space.in_chs)
     cfg = TrainConfig(epochs=args.epochs)
-    dense_arch = widest_arch(data.num_classes)
+    dense_arch = extreme_arch(space, widest=True, num_classes=data.num_classes)
     shape = dense_arch.input_shape
 
     accs, dense_models, train_s = train_seeds(lambda s: build_model(dense_arch), data, cfg, seeds)
@@ -293,6 +367,7 @@ def main() -> None:
     stats = count_stats(dense_models[0], shape)
     rows = [Row(0.0, "dense (start)", accs, dense_us, stats.macs, stats.params, (0.0, 0.0), train_s)]
     print_table(rows, dense_us)
+    searches = knob_searches(methods, dense_models, data, shape, args.grid, out)
 
     for fraction in (float(f) for f in args.targets.split(",")):
         target = fraction * dense_us
@@ -301,9 +376,10 @@ def main() -> None:
         if "onnxnas" in methods:
             warmup = max(1, round(args.search_epochs * 7 / 20))
             with Clock() as find:
-                code = cli(["search", "--method", "prunet", "--space", "tiny", "--lut", str(LUT), "--data", "digits",
+                code = cli(["search", "--method", "prunet", "--space", space_arg, "--lut", str(lut), "--data", "digits",
                             "--out", str(here / "onnxnas"), "--epochs", str(args.search_epochs),
-                            "--warmup-epochs", str(warmup), "--target-latency-us", f"{target:.2f}", *search_extra])
+                            "--warmup-epochs", str(warmup), "--target-latency-us", f"{target:.2f}",
+                            "--bisect-branches", str(args.bisect_branches), *space_extra, *search_extra])
             if code == 0:
                 arch = load_arch(here / "onnxnas" / "arch.json")
                 accs, models, train_s = train_seeds(lambda s: build_model(arch), data, cfg, seeds)
@@ -316,39 +392,15 @@ def main() -> None:
             else:
                 rows.append(Row(target, "onnxnas", [0.0], float("nan"), 0, 0, (find.wall, find.cpu), (0.0, 0.0),
                                 "no arch meets the target (see the search's message)"))
-        peers: dict[str, Callable[[nn.Module], tuple[nn.Module, float, float, bool]]] = {
-            "tp-magnitude": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "magnitude", data, shape), 0.0, 0.97,
-                                                  target, shape, here),
-            "tp-taylor": lambda d: bisect_knob(lambda r: tp_pruned(d, r, "taylor", data, shape), 0.0, 0.97,
-                                               target, shape, here),
-            "fastnas": lambda d: bisect_knob(lambda p: fastnas_pruned(d, p, data, shape, here), 100.0, 1.0,
-                                             target, shape, here),
-        }
-        for name in (m for m in methods if m in peers):
-            try:
-                found, find_wall, find_cpu, knobs, met = [], 0.0, 0.0, [], True
-                for dense in dense_models:  # the knob search runs on each seed's own dense network
-                    with Clock() as find:
-                        model, knob, _, ok = peers[name](dense)
-                    found.append(model)
-                    knobs.append(knob)
-                    met &= ok
-                    find_wall, find_cpu = find_wall + find.wall, find_cpu + find.cpu
-                accs, models, train_s = train_seeds(lambda s: found[seeds.index(s)], data, cfg, seeds)
-                stats = count_stats(models[0], shape)
-                knob_name = "FLOPs %" if name == "fastnas" else "ratio"
-                rows.append(Row(target, name, accs, measured_us(models[0], shape, here), stats.macs, stats.params,
-                                (find_wall / len(seeds), find_cpu / len(seeds)), train_s,
-                                f"{knob_name} {', '.join(f'{k:.3g}' for k in knobs)}" + ("" if met else "; MISSES target")))
-            except ImportError as exc:
-                rows.append(Row(target, name, [0.0], float("nan"), 0, 0, (0.0, 0.0), (0.0, 0.0),
-                                f"not installed ({exc.name}): pip install -e '.[peers]'"))
-            except Exception as exc:  # a peer that cannot handle these blocks is a result, not a crash
-                rows.append(Row(target, name, [0.0], float("nan"), 0, 0, (0.0, 0.0), (0.0, 0.0),
-                                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"))
+        for name, found in searches.items():
+            if isinstance(found, str):
+                rows.append(Row(target, name, [0.0], float("nan"), 0, 0, (0.0, 0.0), (0.0, 0.0), found))
+            else:
+                rows.append(peer_row(name, found, target, data, cfg, seeds, shape, here))
         print_table(rows, dense_us)
-    (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
-    print(f"\nseeds {seeds}, {args.epochs} epochs per model, search {args.search_epochs} epochs; runs in {out}")
+        (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+    print(f"\n{space.name}: seeds {seeds}, {args.epochs} epochs per model, search {args.search_epochs} epochs, "
+          f"{args.bisect_branches} branches; peers' grid {args.grid}; test-split accuracy; runs in {out}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 
 from onnxnas.arch import load_arch
 from onnxnas.cli import main as cli
-from onnxnas.fileio import parse_yaml
+from spaces import mbv2_at  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--space", "tiny-udc", "--data", "digits", "--batch-size", "16", "--device", "cpu"]
@@ -50,16 +50,6 @@ def quiet(argv: list[str]) -> int:
     return code
 
 
-def mbv2_32(work: Path) -> Path:
-    """mbv2's stages at 32x32 (a space file): the guarantee on the real space at a CPU-sized resolution."""
-    text = (ROOT / "onnxnas/space/builtin/mbv2.yaml").read_text()
-    data = parse_yaml(text, "space", "mbv2")
-    data.update(name="mbv2-32", resolution=32)
-    path = work / "mbv2-32.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 def search(out: Path, space: list[str], target: str, seed: int, epochs: int, extra: list[str] = ()) -> dict | None:
     code = quiet(["search", "--method", "udc", *space, "--target-size", target, "--out", str(out), "--seed", str(seed),
                   "--epochs", str(epochs), "--warmup-epochs", "1", "--mc-samples", "2", *extra])
@@ -69,7 +59,7 @@ def search(out: Path, space: list[str], target: str, seed: int, epochs: int, ext
 def guarantee(work: Path, seeds: int, pi_lr: str, spaces: str) -> None:
     print(f"== guarantee (--pi-lr {pi_lr}): argmax before repair meets e*, written arch meets e*, |E - e*|/e* (written)")
     runs = [("tiny-udc/digits", TINY + ["--max-batches", "24", "--pi-lr", pi_lr], ["12KiB", "20KiB", "32KiB"], 6),
-            ("mbv2@32/synthetic", ["--space", str(mbv2_32(work)), "--data", "synthetic", "--batch-size", "16",
+            ("mbv2@32/synthetic", ["--space", str(mbv2_at(32, work)), "--data", "synthetic", "--batch-size", "16",
                                    "--max-batches", "4", "--device", "cpu", "--pi-lr", pi_lr], ["0.55MiB", "1.0MiB", "1.5MiB"], 3)]
     for name, space, targets, epochs in runs:
         if spaces != "both" and not name.startswith(spaces):

@@ -98,6 +98,32 @@ def test_taylor_score_is_the_squared_gate_gradient(tiny: WidthPlan) -> None:
     gates.remove()
 
 
+def test_a_filter_feeding_a_depthwise_separable_block_is_scored_and_removed_there() -> None:
+    """mbv2's stem feeds a ds block whose train-mode BN undoes any per-channel scale: the stem gate alone
+    reads ~0, so the ds block's depthwise BN carries the stem's gate, score and mask."""
+    torch.manual_seed(0)
+    arch = load_arch(ROOT / "examples" / "mbv2-int8.arch.json")
+    plan = WidthPlan.of(arch, "tied")
+    model = build_model(arch).train()
+    stem_gate, dw_gate = torch.ones(32, requires_grad=True), torch.ones(32, requires_grad=True)
+    model.stem.bn.register_forward_hook(lambda module, inputs, out: out * stem_gate.view(1, -1, 1, 1))
+    model.blocks[0].conv_dw.bn.register_forward_hook(lambda module, inputs, out: out * dw_gate.view(1, -1, 1, 1))
+    gates = Gates(model, plan, plan.base_widths)
+    x, labels = torch.randn(4, 3, 64, 64), torch.arange(4)
+    F.cross_entropy(model(x), labels).backward()
+    gates.batch_done()
+    stem_only = stem_gate.grad ** 2
+    expected = stem_only + dw_gate.grad ** 2
+    assert torch.allclose(gates.mean_scores()[0], expected, rtol=1e-4, atol=1e-14)
+    assert float(stem_only.max()) < 1e-4 * float(expected.min())  # the stem's own gate sees almost nothing
+    gates.prune(0, 5)
+    outputs: list[torch.Tensor] = []
+    model.blocks[0].conv_dw.register_forward_hook(lambda module, inputs, out: outputs.append(out.detach()))
+    model(x)
+    assert float(outputs[-1][:, 5].abs().max()) == 0.0 and float(outputs[-1][:, 4].abs().max()) > 0.0
+    gates.remove()
+
+
 # ---- descent ----------------------------------------------------------------------------------------
 def test_descent_prunes_k_filters_per_step_and_records_after_every_variable_lost_one(tiny: WidthPlan,
                                                                                       tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Taylor-FO filter importance on post-BN gates, and the masks that prune filters in place.
 
 A gate of 1 sits after every BN that produces a variable's filters (and after each block's
-last hidden BN). A filter's score per batch is ``(gate * dL/dgate)^2 = (sum_{n,h,w} dL/dy * y)^2``
+last hidden BN; a depthwise-separable block's depthwise BN carries its input variable's filters). A filter's score per batch is ``(gate * dL/dgate)^2 = (sum_{n,h,w} dL/dy * y)^2``
 for the BN output y; scores add up over the batches since the last pruning step and are
 read as their mean. A tied variable's score is the sum of its members'. Pruned channels have
 gate 0, so they output nothing and score 0.
@@ -30,6 +30,19 @@ def _output_bns(model: Network, slot: str) -> list[nn.BatchNorm2d]:
     return [block.bn]
 
 
+def _carried_bn(block: nn.Module) -> nn.BatchNorm2d | None:
+    """A depthwise-separable block's depthwise BN: its channels are its input's filters, one for one.
+
+    A train-mode BN after a per-channel op undoes any scale of its input channel, so a gate on the
+    input variable alone reads a Taylor score of ~0 there (mbv2's stem: 1e-13 against 1e-4 to 1e-7
+    elsewhere) and a gated-off filter would still emit the BN's bias. Gating this BN with the input
+    variable's mask, and adding its score to that variable's, removes the filter and scores it.
+    """
+    if hasattr(block, "conv_dw") and not hasattr(block, "conv_pw"):
+        return block.conv_dw.bn
+    return None
+
+
 def _hidden_bn(block: nn.Module) -> nn.BatchNorm2d | None:
     """The last BN over an (fused) IRB's hidden channels; a ds block's hidden width is its input's."""
     if hasattr(block, "conv_dw") and hasattr(block, "conv_pw"):
@@ -54,6 +67,10 @@ class Gates:
                 for bn in _output_bns(model, slot):
                     self._handles.append(bn.register_forward_hook(self._hook(self.masks[v], self.scores[v])))
         for i, block in enumerate(model.blocks):
+            carried = _carried_bn(block)
+            if carried is not None and plan.layer_vars[i] is not None:
+                v = self._input_variable(i)
+                self._handles.append(carried.register_forward_hook(self._hook(self.masks[v], self.scores[v])))
             bn = _hidden_bn(block)
             if bn is not None:
                 mask, score = torch.ones(bn.num_features), torch.zeros(bn.num_features)
