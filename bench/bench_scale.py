@@ -1,4 +1,6 @@
-"""NeuralScale on tiny/digits: budget hit, NeuralScale vs uniform scaling after retraining, descent cost.
+"""NeuralScale on digits, with tiny (examples/tiny.arch.json) or MobileNetV2 (the dense mbv2 at
+``--resolution``, 10 classes) as the input: budget hit, NeuralScale vs uniform scaling after
+retraining, descent cost. The latency budget uses an fp32 LUT built on this machine first.
 
 1. Budget hit: parameter budgets reached at or under the cap (gap to the cap), and a latency
    budget: the LUT prediction (derived table, missing widths timed) against the cap, and the
@@ -8,7 +10,8 @@
    (the report), mean +- std over seeds.
 3. Cost: the descent's wall time against one epoch of plain training of the input network.
 
-    PYTHONPATH=. python bench/bench_scale.py [--iterations 2] [--epochs 8] [--seeds 3] [--out DIR]
+    PYTHONPATH=. python bench/bench_scale.py [--network tiny|mbv2] [--iterations 2] [--epochs 8] [--seeds 3]
+                                             [--budgets params=12K,20K,30K] [--latency-fraction 0.5] [--out DIR]
 
 Run on 2 shared CPU cores (defaults: 2 iterations, 2 pre-training epochs, prune 10 filters every 10
 batches, tied residuals, granularity 8; retraining 8 epochs, seeds 0-2):
@@ -34,15 +37,31 @@ import torch
 
 from onnxnas.arch import load_arch
 from onnxnas.cli import main
-from onnxnas.cli.lut import backend_from_header
+from onnxnas.lut.builder import table_backend
 from onnxnas.data import DataSplits, load_data
 from onnxnas.finalize import FinalizeOptions, finalize
 from onnxnas.lut.table import LatencyTable
 from onnxnas.train import TrainConfig, evaluate, train_arch
+from spaces import mbv2_at  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny.arch.json"
-LUT = ROOT / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json"
+BUDGETS = {"tiny": "params=12K,20K,30K", "mbv2": "params=0.25M,0.5M,1M"}
+
+
+def network(name: str, resolution: int, out: Path) -> tuple[Path, Path, str]:
+    """The input arch, an fp32 LUT of its space built on this machine, and the space (name or file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "tiny":
+        arch, space = TINY, "tiny"
+    else:
+        space, arch = str(mbv2_at(resolution, out)), out / f"mbv2-{resolution}.arch.json"
+        if not arch.exists() and main(["arch", "make", "--space", space, "--widest", "--out", str(arch)]) != 0:
+            raise SystemExit("arch make failed")
+    lut = out / f"{name}-cpu-onnxruntime-fp32.json"
+    if not lut.exists() and main(["build-lut", "--space", space, "--device", "cpu", "--out", str(lut), "--no-progress"]) != 0:
+        raise SystemExit("build-lut failed")
+    return arch, lut, space
 
 
 def retrain(arch_path: str, data: DataSplits, test: torch.utils.data.Dataset, epochs: int, seed: int) -> tuple[float, float]:
@@ -52,21 +71,29 @@ def retrain(arch_path: str, data: DataSplits, test: torch.utils.data.Dataset, ep
 
 def main_bench() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--network", choices=("tiny", "mbv2"), default="tiny")
+    parser.add_argument("--resolution", type=int, default=32, help="mbv2's input resolution")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--pretrain-epochs", type=int, default=2)
+    parser.add_argument("--prune-step", type=int, default=10)
     parser.add_argument("--prune-every", type=int, default=10)
-    parser.add_argument("--budgets", default="params=12K,20K,30K")
-    parser.add_argument("--latency-us", type=float, default=60.0)
+    parser.add_argument("--budgets", default=None, help="default: params=12K,20K,30K (tiny), params=0.25M,0.5M,1M (mbv2)")
+    parser.add_argument("--latency-fraction", type=float, default=0.5, help="latency budget: this x the input's LUT latency")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_scale-"))
+    arch_path, lut, space = network(args.network, args.resolution, out / "input")
+    latency_us = args.latency_fraction * LatencyTable.load(lut).arch_latency(load_arch(arch_path))
     start = time.perf_counter()
-    assert main(["scale", str(TINY), "--budgets", args.budgets, "--budget", f"latency-us={args.latency_us:g}", "--lut", str(LUT),
+    assert main(["scale", str(arch_path), "--budgets", args.budgets or BUDGETS[args.network],
+                 "--budget", f"latency-us={latency_us:.2f}", "--lut", str(lut), "--space", space,
                  "--iterations", str(args.iterations), "--pretrain-epochs", str(args.pretrain_epochs),
-                 "--prune-every", str(args.prune_every), "--out", str(out)] + (["--resume"] if (out / "state.json").exists() else [])) == 0
+                 "--prune-step", str(args.prune_step), "--prune-every", str(args.prune_every), "--out", str(out / "scale")]
+                + (["--resume"] if (out / "scale" / "state.json").exists() else [])) == 0
+    out = out / "scale"
     print(f"\nscale run: {time.perf_counter() - start:.0f}s -> {out}")
     summary = json.loads((out / "summary.json").read_text())
 
@@ -77,13 +104,13 @@ def main_bench() -> None:
         print(f"{item['budget']:<18}{ns['cost']:>14,.6g}{100 * ns['gap']:>8.2f}%{un['cost']:>14,.6g}{100 * un['gap']:>8.2f}%")
     latency = next(i for i in summary["budgets"] if i["budget"].startswith("latency-us"))
     derived = LatencyTable.load(out / "lut.derived.json")
-    backend, protocol = backend_from_header(derived)
+    backend, protocol = table_backend(derived), derived.protocol
     manifest = finalize(Path(latency["neuralscale"]["arch"]), FinalizeOptions(out=out / "deploy-latency", lut=out / "lut.derived.json",
-                                                                               backend=backend, protocol=protocol),
+                                                                               backend=backend, protocol=protocol, space=space),
                         log=lambda line: None)
     measured, predicted = manifest["latency"]["measured"], manifest["latency"]["lut"]
     timed = derived.header.get("timed_by_scale", {})
-    print(f"latency: LUT prediction {latency['neuralscale']['cost']:.2f} us for a cap of {args.latency_us:g} us "
+    print(f"latency: LUT prediction {latency['neuralscale']['cost']:.2f} us for a cap of {latency_us:.2f} us "
           f"({100 * latency['neuralscale']['gap']:+.2f}%); finalized model measured {measured['median_us']:.2f} us "
           f"(p10 {measured['p10_us']:.2f}, p90 {measured['p90_us']:.2f}) vs predicted {predicted['predicted_us']:.2f} us "
           f"({100 * (measured['median_us'] / predicted['predicted_us'] - 1):+.1f}%); the derived table timed "
@@ -91,7 +118,8 @@ def main_bench() -> None:
           f"(the input table: {derived.header['backend']['version']})")
 
     print(f"\n2. retrained accuracy, {args.epochs} epochs, seeds 0..{args.seeds - 1} (mean +- std)")
-    data = load_data("digits", 32, 3)
+    resolution = load_arch(arch_path).input_shape[-1]
+    data = load_data("digits", resolution, 3)
     print(f"{'budget':<18}{'method':<13}{'selection':>18}{'test':>18}")
     for item in summary["budgets"]:
         if not item["budget"].startswith("params"):
@@ -105,7 +133,7 @@ def main_bench() -> None:
     print("\n3. cost")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     start = time.perf_counter()
-    train_arch(load_arch(TINY), data, TrainConfig(epochs=1), progress=False)
+    train_arch(load_arch(arch_path), data, TrainConfig(epochs=1), progress=False)
     epoch = time.perf_counter() - start
     for m in metrics:
         print(f"iteration {m['iteration']}: descent {m['descent_time_s']:.1f}s over {m['descent_steps']} steps = "

@@ -252,7 +252,7 @@ def test_latency_cost_times_missing_keys_and_interpolates_what_fails(tmp_path: P
         asked.extend(u.key for u in units)
         return [LutEntry(u.key, error="RuntimeError: no device") for u in units]
     monkeypatch.setattr(latency, "measure_units", fail_all)
-    cost = latency.TimedLatencyCost(table, tmp_path, "tiny")
+    cost = latency.TimedLatencyCost(table, tmp_path, load_space("tiny"), "tiny")
     assert cost.exact(arch) == pytest.approx(table.arch_latency(arch)) and asked == []
     key = "irb:1x32x4x4:o32:k5:s1:h120:se0:relu:res1:fp32"
     value = cost.exact(wider)
@@ -264,6 +264,25 @@ def test_latency_cost_times_missing_keys_and_interpolates_what_fails(tmp_path: P
     assert key not in table.entries  # the input table is never modified
     saved = LatencyTable.load(cost.save())
     assert saved.header["derived_from"] == table.source and saved.header["timed_by_scale"]["keys"] == 1
+
+
+def test_latency_cost_really_times_a_missing_key_with_the_tables_backend(tmp_path: Path) -> None:
+    """No monkeypatch: the missing width goes through the builder's job and the real ORT backend."""
+    import dataclasses
+
+    from onnxnas.lut.table import LatencyTable
+    from onnxnas.scale import latency
+
+    table = LatencyTable.load(ROOT / "latency_tables" / "tiny-cpu-onnxruntime-fp32.json")
+    arch = load_arch(TINY)
+    wider = dataclasses.replace(arch, layers=arch.layers[:4] + (dataclasses.replace(arch.layers[4], hidden_chs=120),)
+                                + arch.layers[5:])
+    key = "irb:1x32x4x4:o32:k5:s1:h120:se0:relu:res1:fp32"
+    cost = latency.TimedLatencyCost(table, tmp_path, load_space("tiny"), "tiny")
+    assert math.isfinite(cost.exact(wider)) and cost.timed == 1
+    entry = cost.table.entries[key]
+    assert entry.ok and not entry.interpolated and entry.median_us > 0 and entry.count >= table.protocol.runs
+    assert json.loads(cost.config.journal_path.read_text().splitlines()[-1])["key"] == key  # journaled as it finished
 
 
 def test_a_cost_that_is_not_monotone_is_flagged_not_fatal(tiny: WidthPlan) -> None:

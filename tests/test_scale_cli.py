@@ -118,3 +118,24 @@ def test_bad_input_is_one_line(flags: list[str], message: str, tmp_path: Path, c
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "state.json").exists()
+
+
+def test_a_latency_budget_on_a_space_file_arch_needs_that_space(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from onnxnas.fileio import parse_yaml
+
+    space = parse_yaml((ROOT / "onnxnas" / "space" / "builtin" / "tiny.yaml").read_text(), "space", "tiny")
+    space["name"] = "tinyfile"
+    space_file = tmp_path / "tinyfile.json"
+    space_file.write_text(json.dumps(space))
+    arch = tmp_path / "arch.json"
+    assert main(["arch", "make", "--space", str(space_file), "--widest", "--out", str(arch)]) == 0
+    from onnxnas.space import load_space
+
+    lut = _table_copy(tmp_path, space={"name": "tinyfile", "hash": load_space(str(space_file)).hash, "resolution": 32})
+    capsys.readouterr()
+    assert main(["scale", str(arch), "--budget", "latency-us=100", "--lut", str(lut), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'tinyfile' is not built in -- fix: pass its space file with --space" in err and len(err.strip().splitlines()) == 1
+    assert main(["scale", str(arch), "--space", str(tmp_path / "missing.json"), "--budget", "latency-us=100",
+                 "--lut", str(lut), "--out", str(tmp_path / "out")]) == 2
+    assert "missing.json" in capsys.readouterr().err

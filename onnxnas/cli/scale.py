@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxnas.arch import check_fits_space, load_arch
-from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, bounded_int, finite_float
+from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, add_arch_space_option, bounded_int, finite_float
 from onnxnas.cost import Budget, Cost, LatencyCost, parse_budget
 from onnxnas.data import load_data
 from onnxnas.errors import OnnxNasError
@@ -21,7 +21,7 @@ from onnxnas.scale.latency import TimedLatencyCost
 from onnxnas.scale.plot import plot_fit, plot_widths
 from onnxnas.scale.solve import check_budget_range, solution_arch, solve_fit, solve_uniform
 from onnxnas.scale.variables import RESIDUAL_MODES, WidthPlan
-from onnxnas.space import BUILTIN_SPACES, load_space
+from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
 from onnxnas.timing.environment import warn_if_foreign
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9}
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "latency-us=800 (with --lut); repeatable")
     parser.add_argument("--budgets", default=None, help="one kind, several values: params=0.25M,0.5M,1M")
     parser.add_argument("--lut", type=Path, default=None, help="latency table for latency-us budgets")
+    add_arch_space_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue after the last finished iteration in --out")
     parser.add_argument("--iterations", type=bounded_int(1, 1000), default=15, help="(default: %(default)s)")
@@ -78,7 +79,7 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _costs(budgets: list[Budget], lut: Path | None, arch: Any, out: Path) -> dict[str, Cost]:
+def _costs(budgets: list[Budget], lut: Path | None, arch: Any, space: SearchSpace | None, out: Path) -> dict[str, Cost]:
     """One cost per budget kind, checked on the input arch before any training starts; a latency
     cost times the widths its table lacks into ``out/lut.derived.json``."""
     table = None
@@ -94,8 +95,8 @@ def _costs(budgets: list[Budget], lut: Path | None, arch: Any, out: Path) -> dic
     costs = {b.kind: b.cost(table) for b in budgets}
     if table is not None:
         LatencyCost(table).check_arch(arch)
+        costs["latency-us"] = TimedLatencyCost(table, out, space, arch.space)
         warn_if_foreign(table)  # once the table has proven usable, so a refusal stays one line
-        costs["latency-us"] = TimedLatencyCost(table, out, arch.space)
     return costs
 
 
@@ -106,8 +107,9 @@ def _stem(budget: Budget) -> str:
 def run(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.budget, args.budgets)
     arch = load_arch(args.arch)
-    if arch.space in BUILTIN_SPACES:
-        check_fits_space(arch, load_space(arch.space), str(args.arch))
+    space = load_space(args.space or arch.space) if args.space or arch.space in BUILTIN_SPACES else None
+    if space is not None:
+        check_fits_space(arch, space, str(args.arch))
     if args.use_iteration is not None and args.use_iteration > args.iterations:
         raise OnnxNasError(f"--use-iteration {args.use_iteration} is past --iterations {args.iterations}",
                            where="--use-iteration", fix=f"pick 1..{args.iterations}")
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise OnnxNasError("a latency budget needs a latency table", where="--budget", fix="pass --lut FILE")
     data = load_data(args.data, arch.resolution, arch.in_chs)
     with exclusive_output(args.out / ".scale.lock", "scale output"):
-        costs = _costs(budgets, args.lut, arch, args.out)
+        costs = _costs(budgets, args.lut, arch, space, args.out)
         for budget in budgets:  # before any training: the range does not depend on the fit
             check_budget_range(plan, costs[budget.kind], budget, args.granularity)
         fits = run_iterations(plan, data, cfg, args.out, resume=args.resume)

@@ -260,7 +260,7 @@ def measure_units(config: BuildConfig, units: Sequence[KeyedBlock], journal: Jou
     (``onnxnas scale`` times the widths its solve visits with the table's own backend and protocol)."""
     entries = []
     for unit in units:
-        entry = _measure(_job(unit, config), config)
+        entry = measure_job(timing_job(unit, config.precision, config.cache_dir), config.backend, config.protocol)
         journal.append(entry)
         entries.append(entry)
     return entries

@@ -14,7 +14,7 @@ from onnxnas.lut.builder import BuildConfig, measure_units, table_backend
 from onnxnas.lut.journal import Journal
 from onnxnas.lut.key import arch_units
 from onnxnas.lut.table import LatencyTable
-from onnxnas.space import BUILTIN_SPACES, load_space
+from onnxnas.space import SearchSpace
 
 DERIVED_NAME = "lut.derived.json"
 
@@ -22,15 +22,15 @@ DERIVED_NAME = "lut.derived.json"
 class TimedLatencyCost(LatencyCost):
     """:class:`LatencyCost` over a copy of ``table`` that times the keys an arch needs and it lacks."""
 
-    def __init__(self, table: LatencyTable, out: Path, space_name: str):
-        if space_name not in BUILTIN_SPACES:
+    def __init__(self, table: LatencyTable, out: Path, space: SearchSpace | None, space_name: str):
+        if space is None:
             raise OnnxNasError(f"latency budgets time new widths in the arch's space, and {space_name!r} is not built in",
-                               where="--lut", fix="use a params or macs budget, or an arch of a built-in space")
+                               where="--lut", fix="pass its space file with --space, or use a params or macs budget")
         derived = LatencyTable(copy.deepcopy(table.header), dict(table.entries), str(out / DERIVED_NAME))
         derived.header["derived_from"] = table.source
         super().__init__(derived)
         backend, protocol = table_backend(derived), derived.protocol
-        self.config = BuildConfig(space=load_space(space_name), device=derived.header.get("device", {"name": "cpu"}),
+        self.config = BuildConfig(space=space, device=derived.header.get("device", {"name": "cpu"}),
                                   backend=backend, protocol=protocol, precision=derived.precision, out=Path(derived.source))
         self.journal = Journal(self.config.journal_path, self.config.identity())
         derived.entries.update(self.journal.read())  # keys timed by an earlier, interrupted run
