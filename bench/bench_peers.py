@@ -24,7 +24,8 @@ Methods:
   44.8 us but 0.94-0.97 give 84-109 us, because once a ratio would round a coupled group (the stem and
   the residual widths) to zero channels Torch-Pruning leaves that group whole. The search therefore times
   a grid of ``--grid`` knob values first, then bisects the bracket of the mildest grid value that meets
-  the target. A target's find time is the grid's plus its own bisection's: what that target alone costs.
+  the target; where none does, it refines around the fastest value (the floor lies between grid values).
+  A target's find time is the grid's plus its own search's: what that target alone costs.
 - **ModelOpt FastNAS** (`modelopt.torch.prune`, mode "fastnas", FLOPs constraint): likewise, the FLOPs
   percentage is searched against the measured latency; FastNAS runs its own subnet search inside each call.
 - **int8**: the onnxnas model of each target, as onnxnas's int8 QDQ pipeline (`deploy.graph.deployable_onnx`)
@@ -129,7 +130,8 @@ class KnobSearch:
     """One peer's knob on one dense network against measured latency, shared by every target.
 
     The knob runs from ``mild`` (the dense network) to ``fast``. ``grid`` values are timed once; a target
-    then bisects the bracket between the mildest grid value that meets it and the grid value before.
+    then bisects the bracket between the mildest grid value that meets it and the grid value before,
+    or, where no grid value meets it, refines around the fastest one.
     """
 
     def __init__(self, make: Callable[[float], nn.Module], mild: float, fast: float, grid: int,
@@ -151,6 +153,20 @@ class KnobSearch:
         result = self.tried[knob]
         return None if result is None else result[1]
 
+    def _built(self) -> list[tuple[float, nn.Module, float]]:
+        return [(k, r[0], r[1]) for k, r in self.tried.items() if r is not None]
+
+    def _refine_floor(self) -> None:
+        """Halve the spacing around the fastest knob tried, KNOB_STEPS times: the floor lies between grid values."""
+        step = (self.fast - self.mild) / len(self.knobs)
+        low, high = sorted((self.mild, self.fast))
+        for _ in range(KNOB_STEPS):
+            knob = min(self._built(), key=lambda t: t[2])[0]
+            step /= 2
+            for k in (knob - step, knob + step):
+                if low < k < high:
+                    self._attempt(k)
+
     def best(self, target_us: float) -> Found:
         """The mildest knob tried whose model meets ``target_us``; where none does, the fastest (the floor)."""
         with Clock() as clock:
@@ -164,7 +180,9 @@ class KnobSearch:
                         high = mid
                     else:
                         low = mid
-        built = [(k, r[0], r[1]) for k, r in self.tried.items() if r is not None]
+            elif self._built():
+                self._refine_floor()
+        built = self._built()
         if not built:
             raise Unreachable(f"no model could be built between knob {self.mild:g} and {self.fast:g}")
         feasible = [t for t in built if t[2] <= target_us]

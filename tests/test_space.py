@@ -70,3 +70,18 @@ def test_unparseable_and_missing_files(tmp_path: Path) -> None:
         load_space(bad)
     with pytest.raises(OnnxNasError, match="not found"):
         load_space(tmp_path / "absent.yaml")
+
+
+def test_the_mbv2_32_example_is_the_builtin_mbv2_at_32_px_with_10_classes() -> None:
+    from onnxnas.fileio import parse_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    example = parse_yaml((root / "examples" / "mbv2-32.yaml").read_text(), "space", "mbv2-32")
+    builtin = parse_yaml((root / "onnxnas" / "space" / "builtin" / "mbv2.yaml").read_text(), "space", "mbv2")
+    assert (example.pop("name"), example.pop("resolution"), example["head"].pop("num_classes")) == ("mbv2-32", 32, 10)
+    for key in ("name", "resolution"):
+        builtin.pop(key)
+    builtin["head"].pop("num_classes")
+    assert example == builtin
+    space = load_space(str(root / "examples" / "mbv2-32.yaml"))
+    assert space.resolution == 32 and space.name == "mbv2-32"
