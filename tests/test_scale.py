@@ -211,6 +211,25 @@ def test_budget_outside_the_legal_range_is_one_line(tiny: WidthPlan) -> None:
         check_budget_range(tiny, CountCost("macs"), Budget("macs", 1e12), 8)
 
 
+def test_range_check_prices_only_the_end_on_the_budgets_side(tiny: WidthPlan) -> None:
+    """A latency cost would time 8x-wide blocks for the largest network: a budget under the input's cost
+    never prices it, one above never prices the smallest."""
+    class Recording(CountCost):
+        def __init__(self) -> None:
+            super().__init__("params")
+            self.heads: list[int] = []
+
+        def exact(self, arch: object) -> float:
+            self.heads.append(arch.head.hidden_chs)  # type: ignore[attr-defined]
+            return super().exact(arch)
+
+    own = CountCost("params").exact(tiny.arch)
+    below, above = Recording(), Recording()
+    check_budget_range(tiny, below, Budget("params", own / 2), 8)
+    check_budget_range(tiny, above, Budget("params", own * 2), 8)
+    assert below.heads == [128, 8] and above.heads == [128, 1024]
+
+
 def test_negative_beta_names_the_variable(tiny: WidthPlan) -> None:
     fit = exact_fit(tiny, [0.3, 0.5, -0.2, 0.7, 0.9])
     with pytest.raises(OnnxNasError, match=r"iteration 1: width variable layers\.1 has beta -0\.2000 < 0.*--use-iteration"):

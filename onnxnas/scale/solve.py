@@ -61,11 +61,16 @@ def check_budget_range(plan: WidthPlan, cost: Cost, budget: Budget, g: int) -> N
 
 
 def _check_range(price: Callable[[list[int]], float], budget: Budget, plan: WidthPlan, g: int) -> None:
+    """Only the end on the budget's side of the input network is priced: a budget under the input's cost is
+    under the largest network's too (costs grow with width, as the bisection assumes), and pricing the
+    largest (8x every width) would time giant blocks for a latency cost."""
     maxes = plan.max_widths
-    low_cost, high_cost = price(round_widths([0.0] * len(maxes), g, maxes)), price(list(maxes))
+    below_input = budget.limit <= price(plan.base_widths)
+    low_cost = price(round_widths([0.0] * len(maxes), g, maxes)) if below_input else -math.inf
     if low_cost > budget.limit:
         raise OnnxNasError(f"budget {budget} is below the smallest legal network ({low_cost:,.6g} with every width "
                            f"at {g})", where="--budget", fix=f"raise the budget to at least {low_cost:,.6g}, or lower --granularity")
+    high_cost = math.inf if below_input else price(list(maxes))
     if high_cost < budget.limit:
         raise OnnxNasError(f"budget {budget} is above the largest legal network ({high_cost:,.6g} with every width at "
                            "8x the input's)", where="--budget", fix=f"lower the budget to at most {high_cost:,.6g}")
