@@ -533,7 +533,7 @@ def test_arch_stats_on_the_shipped_table_warns(capsys: pytest.CaptureFixture[str
 
 
 def test_lut_check_holds_and_drifts(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["lut", "check", str(built), "--samples", "3", "--no-progress", "--space", doc_space(tmp_path)]
+    argv = ["lut", "check", str(built), "--samples", "3", "--no-progress", "--space", doc_space(tmp_path), "--no-record"]
     assert main([*argv, "--tolerance", "10"]) == 0  # any real machine is within 10x of itself
     assert "holds: all 3 within 1000%" in capsys.readouterr().out
     doc = json.loads(built.read_text())
@@ -547,6 +547,53 @@ def test_lut_check_holds_and_drifts(built: Path, tmp_path: Path, capsys: pytest.
     assert f"rebuild it on this machine with: onnxnas build-lut --device cpu --space SPACE_FILE" in out
     assert f"--out {tmp_path / 'slow.rebuilt.json'}" in out
     assert slow.read_text() == json.dumps(doc)  # checking never writes the table
+
+
+def test_a_passed_check_is_recorded_and_silences_the_warning(built: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxnas.timing.environment import foreign_message
+
+    doc = json.loads(built.read_text())
+    assert "host_checks" not in doc["header"]
+    doc["header"]["environment"]["cpu"] = "Intel Xeon 8480"  # timed elsewhere, on a machine as fast as this one
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps(doc))
+    assert "CPU 'Intel Xeon 8480' there" in foreign_message(LatencyTable.load(foreign))
+    argv = ["lut", "check", str(foreign), "--samples", "3", "--no-progress", "--space", doc_space(tmp_path),
+            "--tolerance", "10"]
+    assert main([*argv, "--no-record"]) == 0 and foreign.read_text() == json.dumps(doc)
+    assert main(argv) == 0
+    assert f"recorded in {foreign} (header host_checks): commands on this host no longer warn" in capsys.readouterr().out
+    assert main(argv) == 0  # a second pass replaces this host's record
+    table = LatencyTable.load(foreign)
+    (record,) = table.header["host_checks"]
+    assert record["samples"] == 3 and record["tolerance"] == 10 and 0 < record["median_ratio"]
+    assert foreign_message(table) is None and table.entries == LatencyTable.load(built).entries
+    record["environment"]["cpu"] = "AMD EPYC 9654"  # a record of another host does not vouch for this one
+    foreign.write_text(json.dumps({"header": table.header, "entries": doc["entries"]}))
+    assert "CPU 'Intel Xeon 8480' there" in foreign_message(LatencyTable.load(foreign))
+
+
+@pytest.mark.parametrize("record, says", [
+    ("not an object", "host_checks[0]: expected an object"),
+    ({"checked": "2026-12-02", "samples": 3, "tolerance": 0.1, "median_ratio": 1.0}, "host_checks[0].environment: required"),
+    ({"environment": "ENV", "checked": "2026-12-02", "samples": 3, "tolerance": -1, "median_ratio": 1.0},
+     "host_checks[0].tolerance: expected a number in (0, 10]"),
+    ({"environment": "ENV", "checked": "2026-12-02", "samples": 3, "tolerance": 0.1, "median_ratio": 1.0, "x": 1},
+     "host_checks[0].x: unknown field"),
+], ids=["not-object", "no-environment", "negative-tolerance", "unknown-field"])
+def test_a_bad_host_check_is_one_line(record: Any, says: str, built: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads(built.read_text())
+    if isinstance(record, dict) and record.get("environment") == "ENV":
+        record["environment"] = doc["header"]["environment"]
+    doc["header"]["host_checks"] = [record]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    assert main(["lut", "show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert says in err
 
 
 def doc_space(tmp_path: Path) -> str:

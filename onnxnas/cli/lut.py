@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="largest |now / table - 1| that still holds (default: %(default)s)")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--space", default=None, help="space file, when the table's space is not built in")
+    check.add_argument("--no-record", action="store_true",
+                       help="leave the table as it is when it holds (default: record the pass in its header, "
+                            "so commands on this host stop warning)")
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=run_check)
 
@@ -152,7 +155,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when every sampled entry is within --tolerance here, 1 (with the rebuild command) when not."""
-    from onnxnas.lut.check import MAX_CHECK_SAMPLES, check_table, sample_units
+    from onnxnas.lut.check import MAX_CHECK_SAMPLES, check_table, record_pass, sample_units
     from onnxnas.timing.environment import host_environment, recorded_environment
 
     _bounded("--samples", args.samples, 1, MAX_CHECK_SAMPLES)
@@ -162,7 +165,8 @@ def run_check(args: argparse.Namespace) -> int:
     backend = table_backend(table)
     recorded = recorded_environment(table.header)
     print(f"{args.table}: timed on {recorded.describe()}")
-    print(f"  this host: {host_environment(recorded.backend, recorded.threads).describe()}")
+    host = host_environment(recorded.backend, recorded.threads)
+    print(f"  this host: {host.describe()}")
     with tempfile.TemporaryDirectory(prefix="onnxnas-check-") as workdir:
         report = check_table(table, backend, units, Path(workdir), args.tolerance, progress=not args.no_progress)
     print(f"  re-timed {len(report.entries)} of {table.summary_counts()['measured']} measured entries "
@@ -176,6 +180,9 @@ def run_check(args: argparse.Namespace) -> int:
     summary = f"median now/table {median:.2f}" if median is not None else "no entry timed here"
     if not drifted:
         print(f"holds: all {len(report.entries)} within {args.tolerance:.0%} ({summary})")
+        if not args.no_record and median is not None:
+            print(f"  recorded in {record_pass(table, host, report, args.tolerance)} (header host_checks): "
+                  "commands on this host no longer warn")
         return 0
     print(f"DRIFTED: {len(drifted)} of {len(report.entries)} beyond {args.tolerance:.0%} ({summary}): "
           f"{', '.join(e.key for e in drifted)}")

@@ -9,6 +9,7 @@ table holds here; beyond it, the drifted keys and the command that rebuilds them
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import random
 import statistics
 from pathlib import Path
@@ -18,9 +19,10 @@ from tqdm import tqdm
 from onnxnas.errors import OnnxNasError
 from onnxnas.lut.builder import measure_job, timing_job
 from onnxnas.lut.key import KeyedBlock, space_units
-from onnxnas.lut.table import LatencyTable
+from onnxnas.lut.table import MAX_HOST_CHECKS, LatencyTable
 from onnxnas.space.spec import SearchSpace
 from onnxnas.timing.base import TimingBackend
+from onnxnas.timing.environment import TimingEnvironment, differences, environment_from
 
 MAX_CHECK_SAMPLES = 1000
 
@@ -74,3 +76,16 @@ def check_table(table: LatencyTable, backend: TimingBackend, units: list[KeyedBl
         checked.append(CheckedEntry(unit.key, float(table.entries[unit.key].median_us),  # type: ignore[arg-type]
                                     entry.median_us, entry.error))
     return CheckReport(checked, tolerance)
+
+
+def record_pass(table: LatencyTable, host: TimingEnvironment, report: CheckReport, tolerance: float) -> Path:
+    """Vouch for ``host`` in the table's header (``host_checks``), so commands here stop warning.
+
+    One record per host (a new pass replaces the old), the newest MAX_HOST_CHECKS kept; the
+    entries are not touched. Written atomically.
+    """
+    others = [c for c in table.header.get("host_checks", []) if differences(environment_from(c["environment"]), host)]
+    record = {"environment": host.to_dict(), "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "samples": len(report.entries), "tolerance": tolerance, "median_ratio": report.median_ratio()}
+    table.header["host_checks"] = [*others, record][-MAX_HOST_CHECKS:]
+    return table.save(table.source)

@@ -34,6 +34,7 @@ MAX_BATCH = 1024
 MAX_MIN_TIME_S = 60.0
 MAX_SHARDS = 100_000
 MAX_INTERPOLATE_EVERY = 1024
+MAX_HOST_CHECKS = 16  # the hosts a passed `lut check` vouches for; the oldest goes first
 _SHARD = re.compile(r"(\d{1,6})/(\d{1,6})")
 _HASH = re.compile(r"[0-9a-f]{1,64}")
 _DEFAULT_PROTOCOL = TimingProtocol()
@@ -138,9 +139,21 @@ def check_header(data: object, source: str) -> dict[str, Any]:
         _check_validation(h.object("validation"))
     if h.has("environment"):
         check_environment(h.object("environment"), max_text=MAX_TEXT_CHARS, max_threads=MAX_THREADS)
+    for i, record in enumerate(h.list("host_checks", [], max_items=MAX_HOST_CHECKS)):
+        _check_host_check(Fields(record, h.at(f"host_checks[{i}]"), h.source))
     for name in ("host", "created", "onnxnas_version"):
         _text(h, name)
     return h.data
+
+
+def _check_host_check(c: Fields) -> None:
+    """One passed ``onnxnas lut check``: where it ran, when, and what it measured."""
+    check_environment(c.object("environment"), max_text=MAX_TEXT_CHARS, max_threads=MAX_THREADS)
+    _text(c, "checked", required=True)
+    c.integer("samples", high=MAX_LIST)
+    c.number("tolerance", low=0.0, high=10.0, low_open=True)
+    c.number("median_ratio", low=0.0, high=1e6, low_open=True)
+    c.done()
 
 
 def _check_protocol(p: Fields) -> None:

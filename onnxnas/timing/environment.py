@@ -117,14 +117,24 @@ def recorded_environment(header: dict[str, Any]) -> TimingEnvironment:
     """
     record = header.get("environment")
     if record is not None:
-        flags = record.get("cpu_flags")
-        return TimingEnvironment(**{**record, "cpu_flags": tuple(flags) if flags is not None else None})
+        return environment_from(record)
     device, backend = header.get("device", {}), header.get("backend", {})
     version = str(backend.get("version", "")).split(" ")[0] or None
     return TimingEnvironment(cpu=device.get("cpu"), cpu_flags=None, cpu_cores=device.get("cpu_cores"),
                              backend=str(backend.get("name")), backend_version=version,
                              threads=int(header.get("protocol", {}).get("threads", 1)),
                              **{name: _text(device.get(name)) for name in _GPU_FIELDS})
+
+
+def environment_from(record: dict[str, Any]) -> TimingEnvironment:
+    """A validated ``environment`` record (the header's, or a ``host_checks`` entry's) as a value."""
+    flags = record.get("cpu_flags")
+    return TimingEnvironment(**{**record, "cpu_flags": tuple(flags) if flags is not None else None})
+
+
+def checked_here(header: dict[str, Any], host: TimingEnvironment) -> bool:
+    """``onnxnas lut check`` passed on a host like ``host`` (recorded under ``host_checks``)."""
+    return any(not differences(environment_from(c["environment"]), host) for c in header.get("host_checks", []))
 
 
 def differences(recorded: TimingEnvironment, host: TimingEnvironment) -> list[str]:
@@ -183,7 +193,7 @@ def foreign_message(table: "LatencyTable", host: TimingEnvironment | None = None
         return None
     host = host or host_environment(recorded.backend, recorded.threads)
     found = differences(recorded, host)
-    if not found:
+    if not found or checked_here(table.header, host):
         return None
     return (f"{table.source}: built on {recorded.describe()}; this host differs ({'; '.join(found)}); "
             f"predictions may not hold -- fix: onnxnas lut check {table.source}, or rebuild with: "
