@@ -3,7 +3,9 @@
 
 Protocol (one run, one machine):
 - **Same start**: the widest network of the space (`tiny`: k5, SE everywhere, no skips, widest hidden
-  widths; `mbv2`: the dense MobileNetV2 1.0).
+  widths; `mbv2`: the dense MobileNetV2 1.0). onnxnas searches mbv2 with elastic depth (every layer of a
+  stage but its first skippable, as PruNet's spaces have) and its ten hidden-width fractions; the stage
+  output widths stay fixed, where the peers may prune them.
 - **Same data**: digits with its one fixed split for every model and seed: train, validation (FastNAS's
   subnet scoring) and test (the accuracy reported, touched by nothing else).
 - **Same recipe**: every model is trained with `onnxnas train`'s loop (`onnxnas.train.train_model`,
@@ -43,6 +45,7 @@ Installing the peers (after torch, as the README does):
 Usage: python bench/bench_peers.py [--space tiny|mbv2] [--resolution 32] [--targets 0.15,0.27,0.5]
                                    [--seeds 0,1,2] [--epochs 20] [--search-epochs 20] [--bisect-branches 6]
                                    [--grid 12] [--methods onnxnas,tp-magnitude,tp-taylor,fastnas]
+                                   [--search-args '--max-batches 8 --min-arch-steps 0']
        python bench/bench_peers.py --quick     # 1 target, 1 seed, 2 epochs: checks the pipeline, not the claim
 """
 
@@ -52,6 +55,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import shlex
 import statistics
 import tempfile
 import time
@@ -305,12 +309,12 @@ def train_seeds(make_model: Callable[[int], nn.Module], data: DataSplits, cfg: T
 def network(args: argparse.Namespace, out: Path) -> tuple[str, Path, list[str]]:
     """The space (a name or a file), an fp32 LUT built on this machine into ``out`` (so the search's
     predictions hold here, where a shipped table was timed elsewhere), and the search flags it needs."""
-    space_arg = "tiny" if args.space == "tiny" else str(mbv2_at(args.resolution, out))
+    space_arg = "tiny" if args.space == "tiny" else str(mbv2_at(args.resolution, out, skippable=True))
     lut = out / f"{args.space}-cpu-onnxruntime-fp32.json"
     if not lut.exists() and cli(["build-lut", "--space", space_arg, "--device", "cpu", "--out", str(lut),
                                   "--no-progress"]) != 0:
         raise SystemExit(f"build-lut failed for {space_arg}")
-    return space_arg, lut, ([] if args.space == "tiny" else ["--t-init", "0.1"])  # mbv2: 10 widths a layer
+    return space_arg, lut, ([] if args.space == "tiny" else ["--t-init", "0.09"])  # mbv2: 10 widths + a skip
 
 
 def knob_searches(methods: list[str], dense_models: list[nn.Module], data: DataSplits, shape: tuple[int, ...],
@@ -355,6 +359,8 @@ def main() -> None:
     parser.add_argument("--search-epochs", type=int, default=20, help="onnxnas search epochs (warm-up: 7/20 of them)")
     parser.add_argument("--bisect-branches", type=int, default=6, help="onnxnas search's alpha bisection branches")
     parser.add_argument("--grid", type=int, default=12, help="knob values each peer's search times first")
+    parser.add_argument("--search-args", default="", help="more `onnxnas search` flags, e.g. '--max-batches 8 "
+                        "--min-arch-steps 0' to fit a MobileNetV2 supernet on two cores")
     parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,fastnas")
     parser.add_argument("--quick", action="store_true",
                         help="a 4-epoch search of 6 batches an epoch and 2 branches, a 4-point grid; unless given, "
@@ -368,6 +374,7 @@ def main() -> None:
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
         search_extra = ["--max-batches", "6"]
+    search_extra += shlex.split(args.search_args)
     torch.set_num_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_peers_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -417,8 +424,12 @@ def main() -> None:
                 rows.append(peer_row(name, found, target, data, cfg, seeds, shape, here))
         print_table(rows, dense_us)
         (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        (out / "knobs.json").write_text(json.dumps(  # every knob each peer's search timed, per seed: (knob, us)
+            {name: [sorted((k, r[1]) for k, r in ks.tried.items() if r is not None) for ks in found]
+             for name, found in searches.items() if not isinstance(found, str)}, indent=1))
     print(f"\n{space.name}: seeds {seeds}, {args.epochs} epochs per model, search {args.search_epochs} epochs, "
-          f"{args.bisect_branches} branches; peers' grid {args.grid}; test-split accuracy; runs in {out}")
+          f"{args.bisect_branches} branches{' ' + ' '.join(search_extra) if search_extra else ''}; peers' grid "
+          f"{args.grid}; test-split accuracy; runs in {out}")
 
 
 if __name__ == "__main__":
