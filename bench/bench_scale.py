@@ -31,7 +31,7 @@ MobileNetV2 (--network mbv2: the dense mbv2 1.0 at 32 px, 2,236,682 params; --it
   test accuracy NeuralScale vs uniform: 0.25M 0.9759 +- 0.0113 vs 0.9675 +- 0.0043; 0.5M 0.9861 +- 0.0048 vs
   0.9731 +- 0.0132; 1M 0.9851 +- 0.0098 vs 0.9805 +- 0.0048: NeuralScale ahead at every budget, by 0.5-1.3
   points, each within about one std.
-  fits: iteration 2 has 22 descent rows (tau 186K..688K), R^2 0.74-0.996; the budgets lie outside the
+  fits: iteration 2 has 22 descent rows (tau 186K..688K), R^2 0.74-0.996; 1M lies outside the
   recorded range (extrapolated). descent: 154 s / 82 s = 21.7 / 11.5 plain epochs of MobileNetV2 (7.1 s each).
 """
 
