@@ -15,6 +15,9 @@ Protocol (one run, one machine):
   onnxnas's ONNX Runtime backend (CPU, 1 thread, pinned, canary-gated median), as `onnxnas bench` does.
   onnxnas's search uses an fp32 LUT that this script builds on the same machine first.
 - **Targets**: fractions of the measured dense latency (``--targets``).
+- **Quiet re-timing**: the search-time timings share the machine with training (two runs at once belong
+  on separate cores: ``taskset -c 0`` / ``-c 1``), so each row keeps its model's ONNX and
+  ``--remeasure OUT`` re-times them all in interleaved rounds on an idle machine: the latencies to report.
 
 Methods:
 - **onnxnas**: `onnxnas search --method prunet --target-latency-us X` (alpha bisected by the search,
@@ -47,6 +50,7 @@ Usage: python bench/bench_peers.py [--space tiny|mbv2] [--resolution 32] [--targ
                                    [--grid 12] [--methods onnxnas,tp-magnitude,tp-taylor,fastnas]
                                    [--search-args '--max-batches 8 --min-arch-steps 0']
        python bench/bench_peers.py --quick     # 1 target, 1 seed, 2 epochs: checks the pipeline, not the claim
+       python bench/bench_peers.py --remeasure OUT [--rounds 5]   # re-time a finished run's models, quietly
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import re
 import shlex
 import statistics
 import tempfile
@@ -79,6 +84,7 @@ from onnxnas.space import load_space
 from onnxnas.space.choose import extreme_arch
 from onnxnas.stats import count_stats
 from onnxnas.timing.base import TimingProtocol
+from onnxnas.timing.noise import RepeatedMeasurement
 from onnxnas.timing.onnxruntime import OnnxRuntimeBackend
 from onnxnas.train import TrainConfig, evaluate, train_model
 from spaces import mbv2_at  # bench/ is the script's folder
@@ -98,6 +104,7 @@ class Row:
     find_s: tuple[float, float]  # wall, CPU of finding the model
     train_s: tuple[float, float]  # wall, CPU of training it, mean per seed
     note: str = ""
+    onnx: str = ""  # the timed model (seed 0's), kept for --remeasure
 
 
 class Clock:
@@ -111,10 +118,23 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def measured_us(model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> float:
-    """The one timing tool: onnxnas export + onnxnas's ONNX Runtime backend."""
-    path = export_onnx(copy.deepcopy(model).cpu().eval(), input_shape, folder / "candidate.onnx")
+def measured_us(model: nn.Module, input_shape: tuple[int, ...], folder: Path, name: str = "candidate") -> float:
+    """The one timing tool: onnxnas export (to ``folder/<name>.onnx``) + onnxnas's ONNX Runtime backend."""
+    path = export_onnx(copy.deepcopy(model).cpu().eval(), input_shape, folder / f"{name}.onnx")
     return OnnxRuntimeBackend(threads=1).measure_onnx(path, PROTOCOL).median_us
+
+
+def slug(method: str) -> str:
+    """A file name for a method's row: ``dense (start)`` -> ``dense-start``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", method).strip("-")
+
+
+def kept_row(row: Row, model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> Row:
+    """``row`` with the latency of ``model``, whose ONNX stays in ``folder`` for --remeasure."""
+    name = slug(row.method)
+    row.latency_us = measured_us(model, input_shape, folder, name)
+    row.onnx = str(folder / f"{name}.onnx")
+    return row
 
 
 class Unreachable(Exception):
@@ -261,11 +281,11 @@ def int8_rows(arch: Arch, model: nn.Module, data: DataSplits, target_us: float, 
     rows = []
     for name, proto_bytes, clock in (("onnxnas int8", ours.SerializeToString(), ours_clock),
                                      ("ORT quantize_static", theirs, ort_clock)):
-        path = folder / "int8.onnx"
+        path = folder / f"{slug(name)}.onnx"
         path.write_bytes(proto_bytes)
         us = OnnxRuntimeBackend(threads=1).measure_onnx(path, PROTOCOL).median_us
         rows.append(Row(target_us, name, [onnx_accuracy(proto_bytes, data)], us, stats.macs, stats.params,
-                        (clock.wall, clock.cpu), (0.0, 0.0), "seed 0 weights"))
+                        (clock.wall, clock.cpu), (0.0, 0.0), "seed 0 weights", str(path)))
     return rows
 
 
@@ -346,7 +366,31 @@ def peer_row(name: str, searches: list[KnobSearch], target: float, data: DataSpl
     knob_name = "FLOPs %" if name == "fastnas" else "ratio"
     note = f"{knob_name} {', '.join(f'{f.knob:.3g}' for f in found)}" + ("" if all(f.met for f in found) else "; MISSES target")
     find = (statistics.mean(f.find_s[0] for f in found), statistics.mean(f.find_s[1] for f in found))
-    return Row(target, name, accs, measured_us(models[0], shape, folder), stats.macs, stats.params, find, train_s, note)
+    return kept_row(Row(target, name, accs, float("nan"), stats.macs, stats.params, find, train_s, note), models[0],
+                    shape, folder)
+
+
+def remeasure(out: Path, rounds: int) -> None:
+    """Re-time every kept model of a finished run in interleaved rounds (all models once, ``rounds`` times):
+    the latencies to report, taken on a quiet machine. The search-time latency stays in the note."""
+    rows = [Row(**r) for r in json.loads((out / "results.json").read_text())]
+    kept = [r for r in rows if r.onnx and Path(r.onnx).is_file()]
+    backend, passes = OnnxRuntimeBackend(threads=1), {id(r): [] for r in kept}
+    for _ in range(rounds):
+        for row in kept:
+            passes[id(row)].append(backend.measure_onnx(Path(row.onnx), PROTOCOL))
+    dense_us = next(r.latency_us for r in rows if r.method == "dense (start)")  # the targets' reference
+    for row in kept:
+        timed = RepeatedMeasurement(tuple(passes[id(row)]))
+        row.note = "; ".join(filter(None, [row.note, f"at search time {row.latency_us:.1f} us"]))
+        row.latency_us = timed.median_us
+        if row.target_us and timed.median_us > row.target_us and "MISSES" not in row.note:
+            row.note += "; over the target when re-timed"
+        if timed.noise:
+            row.note += f"; noisy: {timed.noise[0]}"
+    print(f"re-timed {len(kept)} models in {rounds} interleaved rounds (median of the pass medians):")
+    print_table(rows, dense_us)
+    (out / "results.remeasured.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
 
 
 def main() -> None:
@@ -366,7 +410,13 @@ def main() -> None:
                         help="a 4-epoch search of 6 batches an epoch and 2 branches, a 4-point grid; unless given, "
                              "one target (0.27), one seed, 2 epochs")
     parser.add_argument("--out", default=None, help="keep runs and results.json here (default: a temporary folder)")
+    parser.add_argument("--remeasure", type=Path, default=None, metavar="OUT",
+                        help="only re-time the kept models of the run in OUT, in --rounds interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.remeasure:
+        remeasure(args.remeasure, args.rounds)
+        return
     search_extra: list[str] = []
     if args.quick:  # the quick values, where the flag was left at its default
         quick = {"targets": "0.27", "seeds": "0", "epochs": 2, "search_epochs": 4, "bisect_branches": 2, "grid": 4}
@@ -388,9 +438,10 @@ def main() -> None:
     shape = dense_arch.input_shape
 
     accs, dense_models, train_s = train_seeds(lambda s: build_model(dense_arch), data, cfg, seeds)
-    dense_us = measured_us(dense_models[0], shape, out)
     stats = count_stats(dense_models[0], shape)
-    rows = [Row(0.0, "dense (start)", accs, dense_us, stats.macs, stats.params, (0.0, 0.0), train_s)]
+    rows = [kept_row(Row(0.0, "dense (start)", accs, float("nan"), stats.macs, stats.params, (0.0, 0.0), train_s),
+                     dense_models[0], shape, out)]
+    dense_us = rows[0].latency_us
     print_table(rows, dense_us)
     searches = knob_searches(methods, dense_models, data, shape, args.grid, out)
 
@@ -409,10 +460,10 @@ def main() -> None:
                 arch = load_arch(here / "onnxnas" / "arch.json")
                 accs, models, train_s = train_seeds(lambda s: build_model(arch), data, cfg, seeds)
                 stats = count_stats(models[0], shape)
-                rows.append(Row(target, "onnxnas", accs, measured_us(models[0], shape, here), stats.macs, stats.params,
-                                (find.wall, find.cpu), train_s,
-                                f"LUT {arch.provenance['predicted_latency_us']:.1f} us, alpha "
-                                f"{arch.provenance['bisection']['chosen_alpha']:g}"))
+                rows.append(kept_row(Row(target, "onnxnas", accs, float("nan"), stats.macs, stats.params,
+                                         (find.wall, find.cpu), train_s,
+                                         f"LUT {arch.provenance['predicted_latency_us']:.1f} us, alpha "
+                                         f"{arch.provenance['bisection']['chosen_alpha']:g}"), models[0], shape, here))
                 rows += int8_rows(arch, models[0], data, target, here)
             else:
                 rows.append(Row(target, "onnxnas", [0.0], float("nan"), 0, 0, (find.wall, find.cpu), (0.0, 0.0),
