@@ -22,7 +22,9 @@ Protocol (one run, one machine):
 Methods:
 - **onnxnas**: `onnxnas search --method prunet --target-latency-us X` (alpha bisected by the search,
   the budget checked on the calibrated LUT), searched once (seed 0), retrained per seed.
-- **Torch-Pruning** magnitude (L2) and Taylor: neither can target latency, so this script searches each
+- **Torch-Pruning** magnitude (L2) and Taylor, each also with ``round_to=8`` (``-r8``: every width a
+  multiple of 8, ORT's CPU channel blocking; without it a ratio leaves widths such as 117 that run slower
+  than the dense 128): neither can target latency, so this script searches each
   one's own knob, the uniform pruning ratio, timing every candidate with the backend above, and keeps the
   mildest ratio that meets the target (the fastest reachable if none does, marked "MISSES target"). The
   knob is not monotone in latency, so a plain bisection misses the floor: on `tiny`, ratio 0.90 gives
@@ -221,15 +223,17 @@ class KnobSearch:
 
 
 # ---- peers ---------------------------------------------------------------------------------------
-def tp_pruned(dense: nn.Module, ratio: float, importance: str, data: DataSplits, shape: tuple[int, ...]) -> nn.Module:
-    """Torch-Pruning's MetaPruner at a uniform ``ratio`` (the classifier kept whole)."""
+def tp_pruned(dense: nn.Module, ratio: float, importance: str, data: DataSplits, shape: tuple[int, ...],
+              round_to: int | None = None) -> nn.Module:
+    """Torch-Pruning's MetaPruner at a uniform ``ratio`` (the classifier kept whole); ``round_to`` keeps every
+    width a multiple of it, as a user aiming at a CPU/GPU kernel's channel blocking would set."""
     import torch_pruning as tp
 
     model = copy.deepcopy(dense).cpu().train()
     imp = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=2)
     example = torch.zeros(shape)
     pruner = tp.pruner.MetaPruner(model, example, importance=imp, pruning_ratio=ratio,
-                                  ignored_layers=[model.head.fc])
+                                  ignored_layers=[model.head.fc], round_to=round_to)
     if importance == "taylor":  # Taylor importance needs the loss gradient of a few training batches
         model.zero_grad()
         for (x, y), _ in zip(DataLoader(data.train, batch_size=64), range(4)):
@@ -349,6 +353,8 @@ def knob_searches(methods: list[str], dense_models: list[nn.Module], data: DataS
     makers: dict[str, tuple[Callable[[nn.Module, float], nn.Module], float, float]] = {
         "tp-magnitude": (lambda d, r: tp_pruned(d, r, "magnitude", data, shape), 0.0, 0.97),
         "tp-taylor": (lambda d, r: tp_pruned(d, r, "taylor", data, shape), 0.0, 0.97),
+        "tp-magnitude-r8": (lambda d, r: tp_pruned(d, r, "magnitude", data, shape, round_to=8), 0.0, 0.97),
+        "tp-taylor-r8": (lambda d, r: tp_pruned(d, r, "taylor", data, shape, round_to=8), 0.0, 0.97),
         "fastnas": (lambda d, p: fastnas_pruned(d, p, data, shape, folder), 100.0, 1.0),
     }
     searches: dict[str, list[KnobSearch] | str] = {}
@@ -376,17 +382,34 @@ def peer_row(name: str, searches: list[KnobSearch], target: float, data: DataSpl
                     shape, folder)
 
 
-def remeasure(out: Path, rounds: int) -> None:
-    """Re-time every kept model of a finished run in interleaved rounds (all models once, ``rounds`` times):
+def remeasure(outs: list[Path], rounds: int) -> None:
+    """Re-time every kept model of finished runs in interleaved rounds (all models once, ``rounds`` times):
     the latencies to report, taken on a quiet machine. The search-time latency stays in the note."""
-    rows = [Row(**r) for r in json.loads((out / "results.json").read_text())]
-    kept = [r for r in rows if r.onnx and Path(r.onnx).is_file()]
+    runs = {out: [Row(**r) for r in json.loads((out / "results.json").read_text())] for out in outs}
+    kept = [r for rows in runs.values() for r in rows if r.onnx and Path(r.onnx).is_file()]
     backend, passes = OnnxRuntimeBackend(threads=1), {id(r): [] for r in kept}
     for _ in range(rounds):
         for row in kept:
             passes[id(row)].append(backend.measure_onnx(Path(row.onnx), PROTOCOL))
-    dense_us = next(r.latency_us for r in rows if r.method == "dense (start)")  # the targets' reference
-    for row in kept:
+    print(f"re-timed {len(kept)} models of {len(outs)} run(s) in {rounds} interleaved rounds (median of the pass medians)")
+    for out, rows in runs.items():
+        reference = _reference_us(out, rows)
+        _update(rows, passes)
+        print(f"\n{out}:")
+        print_table(rows, reference)
+        (out / "results.remeasured.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+
+
+def _reference_us(out: Path, rows: list[Row]) -> float:
+    """What the run's targets are fractions of (runs before reference.json: the dense row's latency)."""
+    path = out / "reference.json"
+    if path.is_file():
+        return float(json.loads(path.read_text())["reference_us"])
+    return next(r.latency_us for r in rows if r.method == "dense (start)")
+
+
+def _update(rows: list[Row], passes: dict[int, list]) -> None:
+    for row in (r for r in rows if id(r) in passes):
         timed = RepeatedMeasurement(tuple(passes[id(row)]))
         row.note = "; ".join(filter(None, [row.note, f"at search time {row.latency_us:.1f} us"]))
         row.latency_us = timed.median_us
@@ -394,9 +417,6 @@ def remeasure(out: Path, rounds: int) -> None:
             row.note += "; over the target when re-timed"
         if timed.noise:
             row.note += f"; noisy: {timed.noise[0]}"
-    print(f"re-timed {len(kept)} models in {rounds} interleaved rounds (median of the pass medians):")
-    print_table(rows, dense_us)
-    (out / "results.remeasured.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
 
 
 def main() -> None:
@@ -411,13 +431,15 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=12, help="knob values each peer's search times first")
     parser.add_argument("--search-args", default="", help="more `onnxnas search` flags, e.g. '--max-batches 8 "
                         "--min-arch-steps 0' to fit a MobileNetV2 supernet on two cores")
-    parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,fastnas")
+    parser.add_argument("--methods", default="onnxnas,tp-magnitude,tp-taylor,tp-magnitude-r8,tp-taylor-r8,fastnas")
     parser.add_argument("--quick", action="store_true",
                         help="a 4-epoch search of 6 batches an epoch and 2 branches, a 4-point grid; unless given, "
                              "one target (0.27), one seed, 2 epochs")
     parser.add_argument("--out", default=None, help="keep runs and results.json here (default: a temporary folder)")
-    parser.add_argument("--remeasure", type=Path, default=None, metavar="OUT",
-                        help="only re-time the kept models of the run in OUT, in --rounds interleaved rounds")
+    parser.add_argument("--reference-us", type=float, default=None,
+                        help="latency the --targets are fractions of (default: the dense network's, measured here)")
+    parser.add_argument("--remeasure", type=Path, nargs="+", default=None, metavar="OUT",
+                        help="only re-time the kept models of the runs in OUT..., together in --rounds interleaved rounds")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.remeasure:
@@ -447,7 +469,8 @@ def main() -> None:
     stats = count_stats(dense_models[0], shape)
     rows = [kept_row(Row(0.0, "dense (start)", accs, float("nan"), stats.macs, stats.params, (0.0, 0.0), train_s),
                      dense_models[0], shape, out)]
-    dense_us = rows[0].latency_us
+    dense_us = args.reference_us or rows[0].latency_us
+    (out / "reference.json").write_text(json.dumps({"reference_us": dense_us, "dense_us": rows[0].latency_us}))
     print_table(rows, dense_us)
     searches = knob_searches(methods, dense_models, data, shape, args.grid, out)
 
