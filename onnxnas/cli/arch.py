@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from onnxnas.arch import Arch, check_fits_space, load_arch
-from onnxnas.cli.options import SEED, add_space_option, bounded_int, finite_float
+from onnxnas.cli.options import SEED, add_space_option, bounded_int, finite_float, known_space
 from onnxnas.deploy.compressed import checkpoint_coded_size
 from onnxnas.errors import OnnxNasError, choice_error
 from onnxnas.fileio import atomic_write_json
 from onnxnas.lut.table import LatencyTable
 from onnxnas.schema import MAX_CLASSES
 from onnxnas.search.filterlevel.report import bops_report
-from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
+from onnxnas.space import SearchSpace, load_space
 from onnxnas.space.choose import NAMED_ARCHS, extreme_arch, random_arch
 from onnxnas.stats import arch_stats
 from onnxnas.timing.environment import warn_if_foreign
@@ -57,8 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
-    if args.space or arch.space in BUILTIN_SPACES:
-        check_fits_space(arch, load_space(args.space or arch.space), str(args.arch))
+    known_space(arch, args.space, str(args.arch))
     table = None
     if args.lut:
         table = LatencyTable.load(args.lut)

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onnxnas.arch import check_fits_space
 from onnxnas.errors import choice_error
+from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
 from onnxnas.timing.base import MAX_RUNS, PRECISIONS, TimingBackend, TimingProtocol
 
 MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range; torch takes it too
@@ -90,6 +92,16 @@ def add_arch_space_option(parser: argparse.ArgumentParser) -> None:
     """``--space`` for commands that take an arch: the space it must fit, by default its own built-in one."""
     parser.add_argument("--space", default=None,
                         help="space (built-in name or file) the arch must fit (default: the arch's own)")
+
+
+def known_space(arch: Any, given: str | None, source: str) -> SearchSpace | None:
+    """The space ``arch`` must fit (``--space``, else its own built-in one), checked; None when neither
+    is known (an arch of a space file, given without the file)."""
+    if not given and arch.space not in BUILTIN_SPACES:
+        return None
+    space = load_space(given or arch.space)
+    check_fits_space(arch, space, source)
+    return space
 
 
 def add_space_option(parser: argparse.ArgumentParser, default: str = "tiny") -> None:

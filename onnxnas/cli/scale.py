@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onnxnas.arch import check_fits_space, load_arch
-from onnxnas.cli.options import MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, add_arch_space_option, bounded_int, finite_float
+from onnxnas.arch import load_arch
+from onnxnas.cli.options import (MAX_BATCH, MAX_BATCHES, MAX_EPOCHS, SEED, add_arch_space_option, bounded_int,
+                                 finite_float, known_space)
 from onnxnas.cost import Budget, Cost, LatencyCost, parse_budget
 from onnxnas.data import load_data
 from onnxnas.errors import OnnxNasError
@@ -21,7 +22,7 @@ from onnxnas.scale.latency import TimedLatencyCost
 from onnxnas.scale.plot import plot_fit, plot_widths
 from onnxnas.scale.solve import check_budget_range, solution_arch, solve_fit, solve_uniform
 from onnxnas.scale.variables import RESIDUAL_MODES, WidthPlan
-from onnxnas.space import BUILTIN_SPACES, SearchSpace, load_space
+from onnxnas.space import SearchSpace
 from onnxnas.timing.environment import warn_if_foreign
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9}
@@ -107,9 +108,7 @@ def _stem(budget: Budget) -> str:
 def run(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.budget, args.budgets)
     arch = load_arch(args.arch)
-    space = load_space(args.space or arch.space) if args.space or arch.space in BUILTIN_SPACES else None
-    if space is not None:
-        check_fits_space(arch, space, str(args.arch))
+    space = known_space(arch, args.space, str(args.arch))
     if args.use_iteration is not None and args.use_iteration > args.iterations:
         raise OnnxNasError(f"--use-iteration {args.use_iteration} is past --iterations {args.iterations}",
                            where="--use-iteration", fix=f"pick 1..{args.iterations}")

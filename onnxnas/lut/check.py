@@ -85,7 +85,8 @@ def record_pass(table: LatencyTable, host: TimingEnvironment, report: CheckRepor
     entries are not touched. Written atomically.
     """
     others = [c for c in table.header.get("host_checks", []) if differences(environment_from(c["environment"]), host)]
-    record = {"environment": host.to_dict(), "checked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "samples": len(report.entries), "tolerance": tolerance, "median_ratio": report.median_ratio()}
+    checked = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"environment": host.to_dict(), "checked": checked, "samples": len(report.entries),
+              "tolerance": tolerance, "median_ratio": report.median_ratio()}
     table.header["host_checks"] = [*others, record][-MAX_HOST_CHECKS:]
     return table.save(table.source)

@@ -1,7 +1,8 @@
 """Taylor-FO filter importance on post-BN gates, and the masks that prune filters in place.
 
 A gate of 1 sits after every BN that produces a variable's filters (and after each block's
-last hidden BN; a depthwise-separable block's depthwise BN carries its input variable's filters). A filter's score per batch is ``(gate * dL/dgate)^2 = (sum_{n,h,w} dL/dy * y)^2``
+last hidden BN; a depthwise-separable block's depthwise BN carries its input variable's
+filters). A filter's score per batch is ``(gate * dL/dgate)^2 = (sum_{n,h,w} dL/dy * y)^2``
 for the BN output y; scores add up over the batches since the last pruning step and are
 read as their mean. A tied variable's score is the sum of its members'. Pruned channels have
 gate 0, so they output nothing and score 0.

@@ -65,12 +65,14 @@ def _check_range(price: Callable[[list[int]], float], budget: Budget, plan: Widt
     under the largest network's too (costs grow with width, as the bisection assumes), and pricing the
     largest (8x every width) would time giant blocks for a latency cost."""
     maxes = plan.max_widths
-    below_input = budget.limit <= price(plan.base_widths)
-    low_cost = price(round_widths([0.0] * len(maxes), g, maxes)) if below_input else -math.inf
-    if low_cost > budget.limit:
-        raise OnnxNasError(f"budget {budget} is below the smallest legal network ({low_cost:,.6g} with every width "
-                           f"at {g})", where="--budget", fix=f"raise the budget to at least {low_cost:,.6g}, or lower --granularity")
-    high_cost = math.inf if below_input else price(list(maxes))
+    if budget.limit <= price(plan.base_widths):
+        low_cost = price(round_widths([0.0] * len(maxes), g, maxes))
+        if low_cost > budget.limit:
+            raise OnnxNasError(f"budget {budget} is below the smallest legal network ({low_cost:,.6g} with every "
+                               f"width at {g})", where="--budget",
+                               fix=f"raise the budget to at least {low_cost:,.6g}, or lower --granularity")
+        return
+    high_cost = price(list(maxes))
     if high_cost < budget.limit:
         raise OnnxNasError(f"budget {budget} is above the largest legal network ({high_cost:,.6g} with every width at "
                            "8x the input's)", where="--budget", fix=f"lower the budget to at most {high_cost:,.6g}")
